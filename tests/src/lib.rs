@@ -1,0 +1,1 @@
+//! Cross-crate integration and reliability tests for brownout; the tests live in `tests/tests/`.
