@@ -1,3 +1,144 @@
-//! Monitor layer: measures latency, errors, in-flight and queueing delay and publishes the load level
+//! Measures a service's latency, errors, in-flight requests and queueing delay, and publishes
+//! a [`LoadLevel`] that every other brownout layer reads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brownout_core::LoadLevel;
+//! use brownout_monitor::Monitor;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let monitor = Monitor::builder().latency_objective(Duration::from_millis(50)).build()?;
+//! let signal = monitor.signal(); // hand this to the shed / admission / timeout layers
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(monitor.layer())
+//!     .service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) });
+//! assert_eq!(svc.ready().await?.call(21).await?, 42);
+//! assert_eq!(signal.level(), LoadLevel::Normal);
+//! # Ok(()) }
+//! ```
+//!
+//! # Why it exists
+//!
+//! Overload has to be *detected* before it can be handled. Tower has no equivalent: its
+//! `ConcurrencyLimit` and `LoadShed` react to a fixed limit or to the inner service's
+//! readiness, and know nothing of latency objectives, error rates or queueing delay.
+//! [`MonitorLayer`] only observes (it never refuses work, adds no error and takes nothing in
+//! `poll_ready`); the [`Monitor`] turns what it saw into one of five levels with hysteresis,
+//! and publishes it through a [`LoadSignal`](brownout_core::LoadSignal).
+//!
+//! # What is measured
+//!
+//! - **Latency**, from `call` to the completion of the response future, into a lock-free
+//!   log-linear [`LatencyHistogram`] (one atomic add per request, ≤ 1.6 % quantile error).
+//!   p50/p95/p99 are computed once per tick. The latency signal (p95 against
+//!   1.0 / 1.5 / 2 / 3 × an objective) is on only when an objective is set.
+//! - **Outcome**, through a [`ClassifyOutcome`] ([`ErrIsFailure`] by default; [`HttpOutcome`]
+//!   counts 5xx but not 4xx), as an error rate over the interval once at least
+//!   `min_error_samples` requests completed (5 / 10 / 25 / 50 %).
+//! - **In flight**, with an RAII guard: a response future dropped before completing counts
+//!   as *cancelled*, not as a success, and leaves no latency sample.
+//! - **Queueing delay and depth**, from a [`QueueProbe`](brownout_core::QueueProbe) that the
+//!   admission layer feeds (mean delay 5 / 20 / 50 / 100 ms; DAGOR reads ~20 ms as overload).
+//! - Any [`PressureSource`](brownout_core::PressureSource) with its
+//!   [`Thresholds`](brownout_core::Thresholds); with the `system` feature, process / cgroup v2
+//!   CPU and memory (50 / 65 / 80 / 90 %).
+//!
+//! # How the level moves
+//!
+//! See [`Detector`]: escalate (possibly several levels at once) after `escalate_after`
+//! consecutive ticks over a threshold; step down one level per `cooldown` once every signal
+//! is below its threshold × (1 − `hysteresis`). Level changes are `tracing` info events and
+//! `metrics` gauges / counters (names in [`brownout_core::telemetry`]).
+//!
+//! # Cancel safety
+//!
+//! Dropping a [`ResponseFuture`](future::ResponseFuture) at any point decrements the
+//! in-flight count and counts the request as cancelled.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod detector;
+pub mod future;
+mod histogram;
+mod layer;
+mod monitor;
+mod outcome;
+mod recorder;
+mod snapshot;
+#[cfg(any(feature = "system", test))]
+pub mod system;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+pub use config::{
+    DEFAULT_COOLDOWN, DEFAULT_ERROR_RATE, DEFAULT_HYSTERESIS, DEFAULT_INTERVAL,
+    DEFAULT_LATENCY_FACTORS, DEFAULT_MIN_ERROR_SAMPLES, DEFAULT_MIN_LATENCY_SAMPLES,
+    DEFAULT_QUEUE_DELAY, DEFAULT_TRANSITIONS, MonitorBuilder,
+};
+pub use detector::{Cause, Detector, SignalReading, Signals, Transition};
+pub use histogram::{BUCKETS, HistogramCounts, LatencyHistogram, Quantiles};
+pub use layer::MonitorLayer;
+pub use monitor::Monitor;
+pub use outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
+pub use snapshot::Snapshot;
+
+use crate::future::{InFlight, ResponseFuture};
+use crate::recorder::Recorder;
+
+/// The service built by [`MonitorLayer`]: forwards every request to `inner` and records its
+/// latency, outcome and in-flight count.
+///
+/// It keeps the inner service's error type (it adds no failure), forwards `poll_ready`
+/// unchanged, and allocates nothing per request.
+pub struct MonitorService<S, C = ErrIsFailure> {
+    inner: S,
+    recorder: Arc<Recorder>,
+    classifier: C,
+}
+
+brownout_core::impl_inner_access!(MonitorService<S, C>);
+
+impl<S: Clone, C: Clone> Clone for MonitorService<S, C> {
+    fn clone(&self) -> Self {
+        MonitorService {
+            inner: self.inner.clone(),
+            recorder: self.recorder.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for MonitorService<S, C>
+where
+    S: Service<Req>,
+    C: ClassifyOutcome<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let in_flight = InFlight::start(&self.recorder);
+        ResponseFuture::new(self.inner.call(req), in_flight, self.classifier.clone())
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for MonitorService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorService")
+            .field("inner", &self.inner)
+            .field("recorder", &self.recorder)
+            .finish_non_exhaustive()
+    }
+}

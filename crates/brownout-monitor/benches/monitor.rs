@@ -1,0 +1,161 @@
+//! Cost of the monitor's record path, next to a bare service and tower's `ConcurrencyLimit`
+//! around the same service, plus the histogram alone. Also prints allocations per request
+//! (counted by a `stats_alloc` global allocator).
+//!
+//! `cargo bench -p brownout-monitor --bench monitor -- --warm-up-time 1 --measurement-time 3`
+#![allow(missing_docs)]
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use brownout_monitor::{LatencyHistogram, Monitor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::limit::ConcurrencyLimit;
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+fn bare()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
+{
+    service_fn(|n: u64| ready(Ok::<_, Infallible>(n)))
+}
+
+/// One request through `svc`: poll_ready, call, poll the (already ready) future once.
+#[inline]
+fn one<S: Service<u64, Response = u64>>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> u64 {
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("bench service not ready"),
+    }
+    let fut = pin!(svc.call(n));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(v)) => v,
+        _ => panic!("bench future not ready"),
+    }
+}
+
+fn allocations_per_request<S: Service<u64, Response = u64>>(name: &str, svc: &mut S) {
+    const N: u64 = 100_000;
+    let mut cx = Context::from_waker(Waker::noop());
+    let region = Region::new(GLOBAL);
+    for n in 0..N {
+        black_box(one(svc, &mut cx, n));
+    }
+    let stats = region.change();
+    println!(
+        "allocations/request {name}: {:.4} ({} allocations in {N} requests)",
+        stats.allocations as f64 / N as f64,
+        stats.allocations
+    );
+}
+
+fn record_path(c: &mut Criterion) {
+    let monitor = Monitor::builder()
+        .latency_objective(Duration::from_millis(50))
+        .manual_ticks()
+        .build()
+        .expect("valid config");
+    let mut bare_svc = bare();
+    let mut monitored = monitor.layer().layer(bare());
+    let mut limited = ConcurrencyLimit::new(bare(), 1_000_000);
+
+    allocations_per_request("bare", &mut bare_svc);
+    allocations_per_request("monitor", &mut monitored);
+    allocations_per_request("tower_concurrency_limit", &mut limited);
+
+    let mut group = c.benchmark_group("record_path");
+    let mut cx = Context::from_waker(Waker::noop());
+    group.bench_function("bare_service_fn", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            one(&mut bare_svc, &mut cx, n)
+        })
+    });
+    group.bench_function("monitor", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            one(&mut monitored, &mut cx, n)
+        })
+    });
+    group.bench_function("tower_concurrency_limit", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            one(&mut limited, &mut cx, n)
+        })
+    });
+    // Two threads sharing one monitor (contended in-flight counter and buckets).
+    group.bench_function("monitor_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let mut svc = monitored.clone();
+                    s.spawn(move || {
+                        let mut cx = Context::from_waker(Waker::noop());
+                        for n in 0..iters {
+                            black_box(one(&mut svc, &mut cx, n));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+    // Keep the histogram from growing without bound between runs.
+    monitor.tick_now();
+}
+
+fn histogram(c: &mut Criterion) {
+    let histogram = LatencyHistogram::new();
+    let mut group = c.benchmark_group("histogram");
+    group.bench_function("record", |b| {
+        let mut ns = 1_000u64;
+        b.iter(|| {
+            ns = ns.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % 60_000_000_000;
+            histogram.record(black_box(Duration::from_nanos(ns)))
+        })
+    });
+    group.bench_function("record_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2u64 {
+                    let histogram = &histogram;
+                    s.spawn(move || {
+                        for i in 0..iters {
+                            histogram
+                                .record(black_box(Duration::from_nanos(1_000 + (i + t) % 4096)));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.bench_function("drain_and_quantiles", |b| {
+        let mut counts = brownout_monitor::HistogramCounts::new();
+        b.iter(|| {
+            for i in 0..100u64 {
+                histogram.record_nanos(1_000 + i * 997);
+            }
+            histogram.drain_into(&mut counts);
+            black_box(counts.quantiles())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, record_path, histogram);
+criterion_main!(benches);

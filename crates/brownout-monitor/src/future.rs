@@ -1,0 +1,109 @@
+//! The response future of [`MonitorService`](crate::MonitorService).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::outcome::{ClassifyOutcome, Outcome};
+use crate::recorder::Recorder;
+
+/// Counts one request in flight from `call` until it completes or is dropped.
+///
+/// Completing records the latency and the outcome; dropping without completing (the caller
+/// went away, a timeout fired, the inner future panicked) counts the request as cancelled and
+/// records no latency sample.
+pub(crate) struct InFlight {
+    recorder: Arc<Recorder>,
+    start: Instant,
+    completed: bool,
+}
+
+impl InFlight {
+    #[inline]
+    pub(crate) fn start(recorder: &Arc<Recorder>) -> InFlight {
+        recorder.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            recorder: recorder.clone(),
+            start: Instant::now(),
+            completed: false,
+        }
+    }
+
+    #[inline]
+    fn complete(mut self, outcome: Outcome) {
+        let recorder = &self.recorder;
+        recorder.histogram.record(self.start.elapsed());
+        if outcome == Outcome::Failure {
+            recorder.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.completed = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.recorder.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.recorder.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// The response future of [`MonitorService`](crate::MonitorService): the inner future,
+    /// measured.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it before it completes decrements the in-flight count and counts the request
+    /// as cancelled (not as a success, and without a latency sample).
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        classifier: C,
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    #[inline]
+    pub(crate) fn new(inner: F, in_flight: InFlight, classifier: C) -> Self {
+        ResponseFuture {
+            inner,
+            in_flight: Some(in_flight),
+            classifier,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    C: ClassifyOutcome<T, E>,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(in_flight) = this.in_flight.take() {
+            in_flight.complete(this.classifier.classify(&result));
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("completed", &self.in_flight.is_none())
+            .finish_non_exhaustive()
+    }
+}

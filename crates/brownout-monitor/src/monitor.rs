@@ -1,0 +1,340 @@
+//! [`Monitor`]: the handle that owns the detector, its tick task and the published level.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use brownout_core::telemetry;
+use brownout_core::{
+    ConfigError, LoadLevel, LoadPublisher, LoadSignal, PressureSource, QueueProbe, QueueWindow,
+};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::config::{MonitorBuilder, Validated};
+use crate::detector::{Detector, Signals, Transition};
+use crate::histogram::{HistogramCounts, Quantiles};
+use crate::layer::MonitorLayer;
+use crate::outcome::ErrIsFailure;
+use crate::recorder::Recorder;
+use crate::snapshot::Snapshot;
+
+/// The `layer` label of the monitor's metrics.
+const LAYER: &str = "monitor";
+
+/// Measures the traffic of the services built by its [`layer`](Monitor::layer), turns it into
+/// a [`LoadLevel`] once per interval and publishes it through a [`LoadSignal`].
+///
+/// Built with [`Monitor::builder`]. Unless built with
+/// [`manual_ticks`](MonitorBuilder::manual_ticks), it runs one tokio task that ticks every
+/// `interval`; the task holds only a weak reference and ends when the monitor is dropped.
+/// Readers of the signal then keep the last level.
+///
+/// ```
+/// use std::time::Duration;
+/// use brownout_core::{LoadLevel, QueueProbe};
+/// use brownout_monitor::Monitor;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let probe = QueueProbe::new();
+/// let monitor = Monitor::builder()
+///     .queue_probe(probe.clone())
+///     .manual_ticks()
+///     .build()
+///     .unwrap();
+/// let signal = monitor.signal();
+///
+/// // The admission layer reports a standing queue: 30 ms mean queueing delay.
+/// probe.dequeued(Duration::from_millis(30));
+/// monitor.tick_now();
+/// assert_eq!(signal.level(), LoadLevel::High);
+///
+/// // Operators can override the detector.
+/// monitor.publisher().force(LoadLevel::Emergency);
+/// assert_eq!(monitor.snapshot().forced, Some(LoadLevel::Emergency));
+/// # }
+/// ```
+pub struct Monitor {
+    control: Arc<Control>,
+    signal: LoadSignal,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Everything the tick needs; owned by the [`Monitor`], weakly referenced by its task.
+struct Control {
+    recorder: Arc<Recorder>,
+    publisher: LoadPublisher,
+    probe: QueueProbe,
+    sources: Vec<Box<dyn PressureSource>>,
+    latency_objective: Option<Duration>,
+    min_latency_samples: u64,
+    min_error_samples: u64,
+    interval: Duration,
+    state: Mutex<TickState>,
+}
+
+/// What a tick computes and a snapshot reads. Never touched by the request path.
+struct TickState {
+    detector: Detector,
+    counts: HistogramCounts,
+    signals: Signals,
+    quantiles: Quantiles,
+    queue: QueueWindow,
+    completed: u64,
+    failures: u64,
+    cancelled: u64,
+    in_flight: usize,
+    transitions: VecDeque<Transition>,
+    capacity: usize,
+    ticks: u64,
+    last_tick: Option<Instant>,
+}
+
+impl Monitor {
+    /// A builder with the documented defaults.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::new()
+    }
+
+    pub(crate) fn from_validated(config: Validated) -> Result<Monitor, ConfigError> {
+        let runtime = if config.manual_ticks {
+            None
+        } else {
+            Some(tokio::runtime::Handle::try_current().map_err(|_| {
+                ConfigError::new(
+                    "runtime",
+                    "Monitor::build must run inside a tokio runtime (or use manual_ticks)",
+                )
+            })?)
+        };
+        let initial = config.detector.initial;
+        let (publisher, signal) = LoadSignal::channel(initial);
+        let pressure = vec![None; config.sources.len()];
+        let now = Instant::now();
+        let control = Arc::new(Control {
+            recorder: Arc::new(Recorder::new()),
+            publisher,
+            probe: config.probe,
+            sources: config.sources,
+            latency_objective: config.latency_objective,
+            min_latency_samples: config.min_latency_samples,
+            min_error_samples: config.min_error_samples,
+            interval: config.interval,
+            state: Mutex::new(TickState {
+                detector: Detector::new(config.detector, now),
+                counts: HistogramCounts::new(),
+                signals: Signals {
+                    pressure,
+                    ..Signals::default()
+                },
+                quantiles: Quantiles::default(),
+                queue: QueueWindow::default(),
+                completed: 0,
+                failures: 0,
+                cancelled: 0,
+                in_flight: 0,
+                transitions: VecDeque::with_capacity(config.transitions),
+                capacity: config.transitions,
+                ticks: 0,
+                last_tick: None,
+            }),
+        });
+        metrics::gauge!(telemetry::LEVEL).set(f64::from(initial.as_u8()));
+        let task = runtime.map(|handle| {
+            let weak = Arc::downgrade(&control);
+            handle.spawn(drive(weak, config.interval))
+        });
+        Ok(Monitor {
+            control,
+            signal,
+            task,
+        })
+    }
+
+    /// A layer whose services feed this monitor (outcomes classified by
+    /// [`ErrIsFailure`]; use [`MonitorLayer::with_classifier`] for others).
+    pub fn layer(&self) -> MonitorLayer<ErrIsFailure> {
+        MonitorLayer {
+            recorder: self.control.recorder.clone(),
+            classifier: ErrIsFailure,
+        }
+    }
+
+    /// A reader of the level this monitor publishes.
+    pub fn signal(&self) -> LoadSignal {
+        self.signal.clone()
+    }
+
+    /// The publisher of the level, for operator overrides
+    /// ([`force`](LoadPublisher::force) / [`release`](LoadPublisher::release)).
+    ///
+    /// Holding a clone keeps readers' [`changed`](LoadSignal::changed) open after the
+    /// monitor is dropped.
+    pub fn publisher(&self) -> LoadPublisher {
+        self.control.publisher.clone()
+    }
+
+    /// The probe the admission layer feeds with queueing delay and depth.
+    pub fn queue_probe(&self) -> QueueProbe {
+        self.control.probe.clone()
+    }
+
+    /// The tick interval.
+    pub fn interval(&self) -> Duration {
+        self.control.interval
+    }
+
+    /// Runs one tick now (drain the measurements, update the detector, publish), in addition
+    /// to the background ones, and returns the level the detector settled on (which an
+    /// operator override may mask; see [`LoadSignal::level`]).
+    ///
+    /// Cheap (a few microseconds), synchronous and deterministic under paused tokio time:
+    /// meant for simulations and tests, typically with
+    /// [`manual_ticks`](MonitorBuilder::manual_ticks).
+    pub fn tick_now(&self) -> LoadLevel {
+        self.control.tick(Instant::now())
+    }
+
+    /// The current state, for health and metrics endpoints.
+    pub fn snapshot(&self) -> Snapshot {
+        self.control.snapshot(&self.signal)
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        // The task would also end at its next tick (it holds only a weak reference); abort it
+        // so it does not even wake up once more.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("level", &self.signal.level())
+            .field("interval", &self.control.interval)
+            .field("background_task", &self.task.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The background task: ticks until the monitor is gone.
+async fn drive(control: Weak<Control>, interval: Duration) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        control.tick(Instant::now());
+    }
+}
+
+impl Control {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickState> {
+        // A panic inside a tick leaves counters, not invariants, half-updated.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tick(&self, now: Instant) -> LoadLevel {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let recorder = &self.recorder;
+
+        recorder.histogram.drain_into(&mut state.counts);
+        let completed = state.counts.count();
+        let failures = recorder.failures.swap(0, Ordering::Relaxed);
+        state.cancelled = recorder.cancelled.swap(0, Ordering::Relaxed);
+        state.in_flight = recorder.in_flight.load(Ordering::Relaxed);
+        state.completed = completed;
+        state.failures = failures;
+        state.quantiles = state.counts.quantiles();
+        state.queue = self.probe.drain();
+
+        let signals = &mut state.signals;
+        signals.latency_p95 = match self.latency_objective {
+            Some(_) if completed >= self.min_latency_samples => state.quantiles.p95,
+            _ => None,
+        };
+        signals.queue_delay = (state.queue.samples > 0).then_some(state.queue.mean_delay);
+        signals.queue_depth = Some(state.queue.depth);
+        signals.error_rate = (completed >= self.min_error_samples)
+            // A failure may complete between the histogram drain and the counter swap.
+            .then(|| (failures.min(completed) as f64) / completed as f64);
+        signals.in_flight = Some(state.in_flight);
+        for (slot, source) in signals.pressure.iter_mut().zip(&self.sources) {
+            *slot = source.sample();
+        }
+
+        let before = state.detector.level();
+        let level = state.detector.update(&state.signals, now);
+        if level != before {
+            self.publisher.publish(level);
+            if let Some(transition) = state.detector.last_transition() {
+                tracing::info!(
+                    from = %transition.from,
+                    to = %transition.to,
+                    cause = %transition.cause,
+                    "brownout level changed"
+                );
+                metrics::counter!(
+                    telemetry::LEVEL_CHANGES_TOTAL,
+                    "from" => transition.from.as_str(),
+                    "to" => transition.to.as_str(),
+                )
+                .increment(1);
+                if state.transitions.len() == state.capacity {
+                    state.transitions.pop_front();
+                }
+                state.transitions.push_back(transition.clone());
+            }
+        }
+        state.ticks += 1;
+        state.last_tick = Some(now);
+
+        metrics::gauge!(telemetry::LEVEL).set(f64::from(self.publisher.level().as_u8()));
+        metrics::gauge!(telemetry::IN_FLIGHT, "layer" => LAYER).set(state.in_flight as f64);
+        metrics::gauge!(telemetry::QUEUE_DEPTH, "layer" => LAYER).set(state.queue.depth as f64);
+        if state.queue.samples > 0 {
+            metrics::histogram!(telemetry::QUEUE_DELAY_SECONDS, "layer" => LAYER)
+                .record(state.queue.mean_delay.as_secs_f64());
+        }
+        for (quantile, value) in [
+            ("0.5", state.quantiles.p50),
+            ("0.95", state.quantiles.p95),
+            ("0.99", state.quantiles.p99),
+        ] {
+            if let Some(value) = value {
+                metrics::gauge!(telemetry::LATENCY_SECONDS, "layer" => LAYER, "quantile" => quantile)
+                    .set(value.as_secs_f64());
+            }
+        }
+        level
+    }
+
+    fn snapshot(&self, signal: &LoadSignal) -> Snapshot {
+        let state = self.lock();
+        Snapshot {
+            level: signal.level(),
+            detected: state.detector.level(),
+            since: state.detector.since(),
+            forced: self.publisher.forced(),
+            signals: state.detector.readings().to_vec(),
+            in_flight: self.recorder.in_flight.load(Ordering::Relaxed),
+            latency: state.quantiles,
+            completed: state.completed,
+            failures: state.failures,
+            cancelled: state.cancelled,
+            queue: state.queue,
+            transitions: state.transitions.iter().cloned().collect(),
+            ticks: state.ticks,
+            last_tick: state.last_tick,
+        }
+    }
+}

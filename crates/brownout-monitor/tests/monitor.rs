@@ -1,0 +1,633 @@
+//! Behaviour of the monitor, its layer and its detector, in paused time.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use brownout_core::{LoadLevel, PressureSource, QueueProbe, Thresholds};
+use brownout_monitor::{Cause, HttpOutcome, Monitor, Outcome, Signals};
+use tokio::time::{Instant, sleep};
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_test::mock;
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// A service that answers after `latency`, with an error when `fail` is set.
+fn slow(
+    latency: Arc<AtomicU64>,
+) -> impl Service<bool, Response = (), Error = &'static str, Future: Send> + Clone {
+    service_fn(move |fail: bool| {
+        let ms = latency.load(Ordering::Relaxed);
+        async move {
+            sleep(Duration::from_millis(ms)).await;
+            if fail { Err("boom") } else { Ok(()) }
+        }
+    })
+}
+
+/// Sends `n` requests concurrently and waits for all of them.
+async fn burst<S>(svc: &S, n: usize, failures: usize)
+where
+    S: Service<bool, Response = (), Error = &'static str> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let svc = svc.clone();
+        handles.push(tokio::spawn(async move {
+            let _ = svc.oneshot(i < failures).await;
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+/// Moves to the middle of the next tick interval, so that requests never complete on a tick.
+async fn to_mid_interval(start: Instant) {
+    let elapsed = start.elapsed().as_nanos() % TICK.as_nanos();
+    let half = TICK.as_nanos() / 2;
+    let wait = if elapsed < half {
+        half - elapsed
+    } else {
+        TICK.as_nanos() - elapsed + half
+    };
+    sleep(Duration::from_nanos(wait as u64)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_ramp_escalates_within_two_ticks() {
+    let monitor = Monitor::builder()
+        .latency_objective(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let signal = monitor.signal();
+    let latency = Arc::new(AtomicU64::new(10));
+    let svc = monitor.layer().layer(slow(latency.clone()));
+
+    to_mid_interval(start).await;
+    burst(&svc, 10, 0).await;
+    sleep(TICK).await;
+    assert_eq!(
+        signal.level(),
+        LoadLevel::Normal,
+        "10 ms is under the 20 ms objective"
+    );
+
+    // Ramp: 65 ms ≥ 3 × 20 ms → Emergency. Requests complete within this interval.
+    latency.store(65, Ordering::Relaxed);
+    let ramp_started = Instant::now();
+    to_mid_interval(start).await;
+    burst(&svc, 10, 0).await;
+    let mut ticks = 0;
+    while signal.level() != LoadLevel::Emergency {
+        sleep(TICK).await;
+        ticks += 1;
+        assert!(ticks <= 2, "not escalated after {ticks} ticks");
+    }
+    assert!(ramp_started.elapsed() <= TICK * 3);
+    let snapshot = monitor.snapshot();
+    let last = snapshot.transitions.last().unwrap();
+    assert_eq!(
+        (last.from, last.to),
+        (LoadLevel::Normal, LoadLevel::Emergency)
+    );
+    assert!(matches!(&last.cause, Cause::Signal { name, .. } if &**name == "latency_p95"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_is_stepwise_one_level_per_cooldown() {
+    let probe = QueueProbe::new();
+    let monitor = Monitor::builder()
+        .queue_probe(probe.clone())
+        .cooldown(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let signal = monitor.signal();
+    sleep(TICK / 2).await;
+    probe.dequeued(Duration::from_millis(150)); // ≥ 100 ms: Emergency
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Emergency);
+    let escalated_at = monitor.snapshot().since;
+
+    // From now on, no queueing at all: every tick reads 0 ms.
+    let feeder = {
+        let probe = probe.clone();
+        tokio::spawn(async move {
+            loop {
+                probe.record_delay(Duration::ZERO);
+                sleep(TICK / 2).await;
+            }
+        })
+    };
+    let mut steps = Vec::new();
+    let mut level = signal.level();
+    while level != LoadLevel::Normal {
+        sleep(TICK).await;
+        if signal.level() != level {
+            level = signal.level();
+            steps.push((escalated_at.elapsed(), level));
+        }
+        assert!(
+            escalated_at.elapsed() < Duration::from_secs(20),
+            "never recovered"
+        );
+    }
+    feeder.abort();
+    let levels: Vec<_> = steps.iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        levels,
+        [
+            LoadLevel::Critical,
+            LoadLevel::High,
+            LoadLevel::Elevated,
+            LoadLevel::Normal
+        ]
+    );
+    for pair in steps.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap >= Duration::from_secs(2), "steps {gap:?} apart");
+        assert!(gap <= Duration::from_secs(2) + 2 * TICK);
+    }
+    assert!(steps[0].0 >= Duration::from_secs(2));
+    let transitions = monitor.snapshot().transitions;
+    assert_eq!(transitions.len(), 5);
+    assert!(transitions[1..].iter().all(|t| t.cause == Cause::Cooldown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn steady_load_at_a_threshold_flips_at_most_once_in_10s() {
+    let probe = QueueProbe::new();
+    let monitor = Monitor::builder()
+        .queue_probe(probe.clone())
+        .build()
+        .unwrap();
+    let mut rx = monitor.signal().subscribe();
+    sleep(TICK / 2).await;
+    // Mean delay jitters ±4 % around the 20 ms High threshold (hysteresis is 10 %).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let jitter = [300i64, -800, 800, -200, 500, -600][(i % 6) as usize];
+        probe.record_delay(Duration::from_micros((20_000 + jitter) as u64));
+        i += 1;
+        sleep(TICK).await;
+    }
+    let transitions = monitor.snapshot().transitions;
+    assert!(transitions.len() <= 1, "{transitions:?}");
+    assert_eq!(monitor.signal().level(), LoadLevel::High);
+    assert!(rx.has_changed().unwrap());
+    rx.borrow_and_update();
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_rate_escalates_but_not_below_min_samples() {
+    let monitor = Monitor::builder().build().unwrap();
+    let start = Instant::now();
+    let signal = monitor.signal();
+    let svc = monitor.layer().layer(slow(Arc::new(AtomicU64::new(1))));
+
+    // 1 error in 2 requests: 50 %, but under the 20-request minimum.
+    to_mid_interval(start).await;
+    burst(&svc, 2, 1).await;
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Normal);
+    assert_eq!(monitor.snapshot().failures, 1);
+
+    // 30 % of 40 requests: ≥ 25 % → Critical.
+    to_mid_interval(start).await;
+    burst(&svc, 40, 12).await;
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Critical);
+    let reading = monitor
+        .snapshot()
+        .signals
+        .into_iter()
+        .find(|s| &*s.name == "error_rate")
+        .unwrap();
+    assert_eq!(reading.value, Some(0.3));
+    assert_eq!(reading.level, LoadLevel::Critical);
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_outcome_counts_5xx_but_not_4xx() {
+    let monitor = Monitor::builder()
+        .min_error_samples(1)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    let mut svc = monitor
+        .layer()
+        .with_classifier(HttpOutcome)
+        .layer(service_fn(|status: u16| async move {
+            Ok::<_, Infallible>(http::Response::builder().status(status).body(()).unwrap())
+        }));
+    for status in [200, 404, 429, 500, 503] {
+        svc.ready().await.unwrap().call(status).await.unwrap();
+    }
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!((snapshot.completed, snapshot.failures), (5, 2));
+    // A closure classifier works too.
+    let mut custom = monitor
+        .layer()
+        .with_classifier(|r: &Result<u16, Infallible>| match r {
+            Ok(n) if *n > 10 => Outcome::Failure,
+            _ => Outcome::Success,
+        })
+        .layer(service_fn(|n: u16| async move { Ok::<_, Infallible>(n) }));
+    custom.ready().await.unwrap().call(11).await.unwrap();
+    custom.ready().await.unwrap().call(1).await.unwrap();
+    monitor.tick_now();
+    assert_eq!(monitor.snapshot().failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queueing_delay_from_the_probe_escalates() {
+    let probe = QueueProbe::new();
+    let monitor = Monitor::builder()
+        .queue_probe(probe.clone())
+        .queue_depth_thresholds([10, 20, 50, 100])
+        .build()
+        .unwrap();
+    assert_eq!(monitor.queue_probe().depth(), 0);
+    let signal = monitor.signal();
+    sleep(TICK / 2).await;
+    probe.dequeued(Duration::from_millis(25)); // mean 25 ms ≥ 20 ms → High
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::High);
+    // A deep queue (depth ≥ 50) escalates further even without dequeues.
+    for _ in 0..60 {
+        monitor.queue_probe().enqueued();
+    }
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Critical);
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.queue.depth, 60);
+}
+
+struct Gauge(Arc<AtomicU64>);
+
+impl PressureSource for Gauge {
+    fn name(&self) -> &str {
+        "breakers_open"
+    }
+    fn sample(&self) -> Option<f64> {
+        match self.0.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            v => Some(v as f64),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pressure_source_escalates_and_unreadable_is_ignored() {
+    let value = Arc::new(AtomicU64::new(0));
+    let monitor = Monitor::builder()
+        .pressure_source(
+            Gauge(value.clone()),
+            Thresholds::new([1.0, 3.0, 5.0, 8.0]).unwrap(),
+        )
+        .cooldown(Duration::ZERO)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    assert_eq!(monitor.tick_now(), LoadLevel::Normal);
+    value.store(5, Ordering::Relaxed);
+    assert_eq!(monitor.tick_now(), LoadLevel::Critical);
+    value.store(u64::MAX, Ordering::Relaxed); // unreadable: calm, steps down
+    assert_eq!(monitor.tick_now(), LoadLevel::High);
+    let reading = monitor.snapshot().signals.pop().unwrap();
+    assert_eq!(&*reading.name, "breakers_open");
+    assert_eq!(reading.value, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_02_cancelled_futures_count_as_cancelled_not_success() {
+    let monitor = Monitor::builder().manual_ticks().build().unwrap();
+    let (inner, mut handle) = mock::pair::<(), ()>();
+    let mut svc = monitor.layer().layer(inner);
+    handle.allow(2);
+    assert_ready_ok!(tokio_test::task::spawn(()).enter(|cx, _| svc.poll_ready(cx)));
+    let first = svc.call(());
+    assert_ready_ok!(tokio_test::task::spawn(()).enter(|cx, _| svc.poll_ready(cx)));
+    let mut second = tokio_test::task::spawn(svc.call(()));
+    assert_eq!(monitor.snapshot().in_flight, 2);
+    assert_pending!(second.poll());
+
+    drop(first); // cancelled while the inner service works on it
+    let (_, _abandoned) = handle.next_request().await.unwrap();
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(());
+    assert_ready_ok!(second.poll());
+    drop(second);
+
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.in_flight, 0);
+    assert_eq!(snapshot.cancelled, 1);
+    assert_eq!(
+        snapshot.completed, 1,
+        "the cancelled request left no latency sample"
+    );
+    assert_eq!(snapshot.failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_01_poll_ready_without_call_holds_nothing() {
+    let monitor = Monitor::builder().manual_ticks().build().unwrap();
+    let (inner, mut handle) = mock::pair::<(), ()>();
+    let mut svc = monitor.layer().layer(inner);
+    handle.allow(1);
+    assert_ready_ok!(tokio_test::task::spawn(()).enter(|cx, _| svc.poll_ready(cx)));
+    assert_eq!(monitor.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_04_inner_panic_releases_in_flight() {
+    let monitor = Monitor::builder().manual_ticks().build().unwrap();
+    let svc = monitor.layer().layer(service_fn(|_: ()| async {
+        panic!("handler bug");
+        #[allow(unreachable_code)]
+        Ok::<(), Infallible>(())
+    }));
+    let joined = tokio::spawn(svc.oneshot(())).await;
+    assert!(joined.unwrap_err().is_panic());
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!((snapshot.in_flight, snapshot.cancelled), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_19_dropping_the_monitor_ends_its_task_and_readers_keep_the_level() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let probe = QueueProbe::new();
+    let monitor = Monitor::builder()
+        .queue_probe(probe.clone())
+        .build()
+        .unwrap();
+    assert_eq!(metrics.num_alive_tasks(), baseline + 1);
+    let mut signal = monitor.signal();
+    let layer = monitor.layer();
+    sleep(TICK / 2).await;
+    probe.dequeued(Duration::from_millis(60));
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Critical);
+
+    drop(monitor);
+    sleep(TICK * 3).await;
+    assert_eq!(metrics.num_alive_tasks(), baseline, "tick task leaked");
+    // Readers keep the last level; `changed` ends instead of spinning.
+    while signal.changed().await.is_some() {}
+    assert_eq!(signal.level(), LoadLevel::Critical);
+    // Services built from the layer still work.
+    let svc = layer.layer(service_fn(|n: u8| async move { Ok::<_, Infallible>(n) }));
+    assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_override_and_release_while_the_detector_runs() {
+    let probe = QueueProbe::new();
+    let monitor = Monitor::builder()
+        .queue_probe(probe.clone())
+        .build()
+        .unwrap();
+    let signal = monitor.signal();
+    let publisher = monitor.publisher();
+    publisher.force(LoadLevel::Emergency);
+    sleep(TICK / 2).await;
+    probe.dequeued(Duration::from_millis(25)); // detector: High
+    sleep(TICK).await;
+    assert_eq!(signal.level(), LoadLevel::Emergency);
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.forced, Some(LoadLevel::Emergency));
+    assert_eq!(snapshot.detected, LoadLevel::High);
+    publisher.release();
+    assert_eq!(signal.level(), LoadLevel::High);
+    sleep(TICK).await;
+    assert_eq!(monitor.snapshot().forced, None);
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = Monitor::builder().build().unwrap_err();
+    assert_eq!(err.field(), "runtime");
+    // Manual ticks need no runtime.
+    let monitor = Monitor::builder().manual_ticks().build().unwrap();
+    assert_eq!(monitor.tick_now(), LoadLevel::Normal);
+}
+
+#[test]
+fn transitions_ring_is_bounded_and_keeps_the_newest() {
+    let value = Arc::new(AtomicU64::new(0));
+    let monitor = Monitor::builder()
+        .pressure_source(
+            Gauge(value.clone()),
+            Thresholds::new([1.0, 2.0, 3.0, 4.0]).unwrap(),
+        )
+        .cooldown(Duration::ZERO)
+        .transitions_kept(3)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    for i in 0..10u64 {
+        value.store(if i % 2 == 0 { 2 } else { 0 }, Ordering::Relaxed);
+        monitor.tick_now();
+    }
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.ticks, 10);
+    let moves: Vec<_> = snapshot
+        .transitions
+        .iter()
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (LoadLevel::High, LoadLevel::Elevated),
+            (LoadLevel::Elevated, LoadLevel::High),
+            (LoadLevel::High, LoadLevel::Elevated),
+        ]
+    );
+}
+
+#[test]
+fn detector_escalate_after_waits_and_jumps_to_the_sustained_level() {
+    let mut detector = Monitor::builder()
+        .escalate_after(3)
+        .build_detector()
+        .unwrap();
+    let t0 = Instant::now();
+    let delay = |ms| Signals {
+        queue_delay: Some(Duration::from_millis(ms)),
+        ..Signals::default()
+    };
+    // Three ticks over: 200 ms (Emergency), 60 ms (Critical), 120 ms (Emergency):
+    // the level sustained for all three is Critical.
+    assert_eq!(detector.update(&delay(200), t0), LoadLevel::Normal);
+    assert_eq!(detector.update(&delay(60), t0 + TICK), LoadLevel::Normal);
+    assert_eq!(
+        detector.update(&delay(120), t0 + TICK * 2),
+        LoadLevel::Critical
+    );
+    assert_eq!(detector.since(), t0 + TICK * 2);
+    // A tick under the threshold resets the streak.
+    assert_eq!(
+        detector.update(&delay(200), t0 + TICK * 3),
+        LoadLevel::Critical
+    );
+    assert_eq!(
+        detector.update(&delay(55), t0 + TICK * 4),
+        LoadLevel::Critical
+    );
+    assert_eq!(
+        detector.update(&delay(200), t0 + TICK * 5),
+        LoadLevel::Critical
+    );
+    assert_eq!(
+        detector.update(&delay(200), t0 + TICK * 6),
+        LoadLevel::Critical
+    );
+    assert_eq!(
+        detector.update(&delay(200), t0 + TICK * 7),
+        LoadLevel::Emergency
+    );
+    assert_eq!(detector.transitions(), 2);
+    let readings = detector.readings();
+    assert_eq!(&*readings[0].name, "queue_delay");
+    assert_eq!(readings[0].level, LoadLevel::Emergency);
+}
+
+#[test]
+fn detector_hysteresis_band_blocks_recovery() {
+    let mut detector = Monitor::builder()
+        .disable_error_rate()
+        .cooldown(Duration::from_secs(1))
+        .build_detector()
+        .unwrap();
+    let t0 = Instant::now();
+    let delay = |us| Signals {
+        queue_delay: Some(Duration::from_micros(us)),
+        ..Signals::default()
+    };
+    assert_eq!(detector.update(&delay(20_000), t0), LoadLevel::High);
+    // 19 ms is under the 20 ms threshold but not under 20 × 0.9 = 18 ms: stays High.
+    for s in 1..=10 {
+        assert_eq!(
+            detector.update(&delay(19_000), t0 + Duration::from_secs(s)),
+            LoadLevel::High
+        );
+    }
+    // 17 ms: calm; one cooldown later, one step down.
+    assert_eq!(
+        detector.update(&delay(17_000), t0 + Duration::from_secs(11)),
+        LoadLevel::High
+    );
+    assert_eq!(
+        detector.update(&delay(17_000), t0 + Duration::from_secs(12)),
+        LoadLevel::Elevated
+    );
+    // NaN from a custom source would be ignored; a missing reading counts as calm.
+    assert_eq!(
+        detector.update(&Signals::default(), t0 + Duration::from_secs(13)),
+        LoadLevel::Normal
+    );
+}
+
+mod config {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rel_10_each_bad_value_names_its_field() {
+        let cases: Vec<(brownout_monitor::MonitorBuilder, &str)> = vec![
+            (Monitor::builder().interval(Duration::ZERO), "interval"),
+            (Monitor::builder().escalate_after(0), "escalate_after"),
+            (Monitor::builder().hysteresis(1.0), "hysteresis"),
+            (Monitor::builder().hysteresis(-0.1), "hysteresis"),
+            (Monitor::builder().hysteresis(f64::NAN), "hysteresis"),
+            (
+                Monitor::builder().latency_objective(Duration::ZERO),
+                "latency_objective",
+            ),
+            (
+                Monitor::builder().latency_factors([1.0, f64::NAN, 2.0, 3.0]),
+                "latency_factors[high]",
+            ),
+            (
+                Monitor::builder()
+                    .latency_objective(Duration::from_millis(5))
+                    .latency_factors([0.0, 1.0, 2.0, 3.0]),
+                "latency_factors[elevated]",
+            ),
+            (
+                Monitor::builder().error_rate_thresholds([0.1, 0.2, 0.5, 1.5]),
+                "error_rate_thresholds[emergency]",
+            ),
+            (
+                Monitor::builder().error_rate_thresholds([0.3, 0.2, 0.5, 0.9]),
+                "error_rate_thresholds[high]",
+            ),
+            (
+                Monitor::builder().queue_delay_thresholds([Duration::from_millis(9); 4]),
+                "queue_delay_thresholds[high]",
+            ),
+            (
+                Monitor::builder().queue_depth_thresholds([4, 3, 5, 6]),
+                "queue_depth_thresholds[high]",
+            ),
+            (
+                Monitor::builder().in_flight_thresholds([1, 2, 3, 3]),
+                "in_flight_thresholds[emergency]",
+            ),
+            (Monitor::builder().min_error_samples(0), "min_error_samples"),
+            (
+                Monitor::builder().min_latency_samples(0),
+                "min_latency_samples",
+            ),
+            (Monitor::builder().transitions_kept(0), "transitions_kept"),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build_detector().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+    }
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            -2.0f64..2.0,
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn validator_accepts_exactly_the_valid_configs(
+            hysteresis in any_f64(),
+            rates in proptest::array::uniform4(any_f64()),
+            interval_ms in 0u64..3,
+            escalate_after in 0u32..3,
+        ) {
+            let result = Monitor::builder()
+                .hysteresis(hysteresis)
+                .error_rate_thresholds(rates)
+                .interval(Duration::from_millis(interval_ms))
+                .escalate_after(escalate_after)
+                .build_detector();
+            let rates_ok = rates.iter().all(|r| (0.0..=1.0).contains(r))
+                && rates.windows(2).all(|w| w[0] < w[1]);
+            let valid = (0.0..1.0).contains(&hysteresis)
+                && rates_ok
+                && interval_ms > 0
+                && escalate_after > 0;
+            prop_assert_eq!(result.is_ok(), valid, "{:?}", result.err());
+        }
+    }
+}
