@@ -1,3 +1,227 @@
-//! ShutdownGuard layer: graceful shutdown with draining, hooks and a report
+//! Graceful shutdown for tower services: readiness first, refuse new work, drain in-flight
+//! work with a deadline, run ordered async hooks, and report what happened.
+//!
+//! ```
+//! use std::{convert::Infallible, time::Duration};
+//! use brownout_shutdown::Shutdown;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let shutdown = Shutdown::builder().drain_timeout(Duration::from_secs(10)).build()?;
+//! shutdown.hook("flush", Duration::from_secs(2), || async { Ok(()) });
+//! let svc = ServiceBuilder::new()
+//!     .layer(shutdown.layer())
+//!     .service_fn(|req: &'static str| async move { Ok::<_, Infallible>(req.len()) });
+//!
+//! assert_eq!(svc.clone().oneshot("hello").await?, 5);
+//! let report = shutdown.shutdown().await; // trigger, drain, hooks
+//! assert!(svc.oneshot("late").await.is_err()); // refused: ShuttingDown
+//! assert_eq!((report.completed, report.rejected), (1, 0));
+//! # Ok(()) }
+//! ```
+//!
+//! # Why, and how it differs from what exists
+//!
+//! tower has no shutdown layer. hyper / axum's `with_graceful_shutdown` and tonic's
+//! `serve_with_shutdown` stop accepting connections and wait for open ones, but without a
+//! deadline on in-flight requests, without a readiness phase for load balancers, without
+//! hooks and without telling you what was lost. This crate adds those, generic over any
+//! `Service<Req>`:
+//!
+//! 1. **Readiness first.** At [`Shutdown::trigger`] (programmatic, or SIGTERM / SIGINT via
+//!    [`Shutdown::listen_for_signals`] with the default `signal` feature),
+//!    [`Shutdown::is_ready`] turns false before anything else, so a health endpoint answers
+//!    503 ([`Readiness`]). The phase becomes [`Phase::Draining`] and the
+//!    [`on_trigger`](Shutdown::on_trigger) callbacks run (e.g. an admission queue rejects
+//!    its waiting requests at once).
+//! 2. **Refuse new requests** after the optional `readiness_delay` (default 0): the
+//!    [`ShutdownGuard`] answers them with a `brownout_core::Rejected` (reason
+//!    `ShuttingDown`, a `Retry-After` hint) boxed into `BoxError`. The http / tonic
+//!    integrations turn it into `503` + `Connection: close` / `UNAVAILABLE`.
+//! 3. **Drain.** Requests in flight keep running up to `drain_timeout`. At the deadline the
+//!    rest are aborted: each pending [`ResponseFuture`] is woken and
+//!    resolves to an [`Aborted`] error (its source is the `ShuttingDown` rejection) and
+//!    drops its inner future, so nothing hangs; they are counted as aborted.
+//! 4. **Hooks** ([`Shutdown::hook`]: flush, save state, close pools) run in registration
+//!    order, each under its own timeout; one that fails, panics or times out is reported
+//!    and the next still runs.
+//! 5. **Report.** [`Shutdown::wait`] returns a [`ShutdownReport`]: completed (in total and
+//!    during the drain), rejected, aborted, cancelled, drain duration, each hook's outcome
+//!    and duration; the phase becomes [`Phase::Terminated`].
+//!
+//! Triggering twice, from several places, or before serving starts is idempotent.
+//!
+//! # Wiring with axum and tonic
+//!
+//! The server stops accepting connections when the future you hand it resolves. Use
+//! [`Shutdown::refusing`] (trigger + readiness delay) so the listener stays open while
+//! balancers move away; use [`Shutdown::triggered`] when there is no readiness delay.
+//! Put the guard outermost, so it sees every request first:
+//!
+//! ```text
+//! let shutdown = Shutdown::builder()
+//!     .readiness_delay(Duration::from_secs(5))
+//!     .drain_timeout(Duration::from_secs(20))
+//!     .build()?;
+//! shutdown.listen_for_signals();                       // SIGTERM / Ctrl-C
+//! shutdown.hook("flush metrics", Duration::from_secs(2), || async { flush().await });
+//! shutdown.hook("close db pool", Duration::from_secs(3), move || async move { pool.close().await; Ok(()) });
+//!
+//! // axum (the facade maps Rejected / Aborted to 503 + Connection: close)
+//! let health = shutdown.clone();
+//! let app = Router::new()
+//!     .route("/ready", get(move || async move { health.readiness().status_code() }))
+//!     .layer(brownout::http::rejections()) // facade: BoxError -> response
+//!     .layer(shutdown.layer());
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown.refusing()).await?;
+//! let report = shutdown.wait().await;               // drained + hooks
+//! tracing::info!(%report);
+//!
+//! // tonic
+//! Server::builder()
+//!     .layer(shutdown.layer())
+//!     .add_service(svc)
+//!     .serve_with_shutdown(addr, shutdown.refusing())
+//!     .await?;
+//! let report = shutdown.wait().await;
+//! ```
+//!
+//! With Kubernetes, keep `readiness_delay + drain_timeout + hooks` under
+//! `terminationGracePeriodSeconds` (30 s by default): the defaults (0 + 20 s) leave room
+//! for a 5 s readiness delay and a few seconds of hooks.
+//!
+//! # Streaming responses and long requests
+//!
+//! The guard tracks a request until its *response future* resolves (the response head, for
+//! http). A body that streams afterwards (SSE, gRPC streams) is not tracked: the server's
+//! own graceful shutdown waits for those connections, or end them from an
+//! [`on_trigger`](Shutdown::on_trigger) callback. Long-running requests whose futures are
+//! still pending are drained and, past the deadline, aborted like any other. Idle
+//! connections (`poll_ready` without `call`) hold nothing.
+//!
+//! # Cost on the request path
+//!
+//! While running, `call` reads one atomic flag and increments the in-flight counter; the
+//! response future increments the completed counter and decrements in-flight when it
+//! resolves. No lock and no allocation on that path. A response future that returns
+//! `Pending` registers once (again only if its waker changes) with one of 16 sharded
+//! `tokio::sync::Notify`s so that the drain deadline can wake it.
+//!
+//! # Errors
+//!
+//! `ShutdownGuard`'s error is `BoxError`: the inner service's error, a
+//! `brownout_core::Rejected` (`ShuttingDown`) for a refused request, or an [`Aborted`]
+//! for a request aborted at the drain deadline.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod error;
+pub mod future;
+mod handle;
+mod layer;
+mod report;
+#[cfg(feature = "signal")]
+mod signal;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use brownout_core::BoxError;
+use tower_service::Service;
+
+pub use config::{ShutdownBuilder, ShutdownConfig};
+pub use error::Aborted;
+pub use handle::{Phase, Readiness, Shutdown};
+pub use layer::ShutdownGuardLayer;
+pub use report::{Counts, HookOutcome, HookReport, ShutdownReport};
+
+use future::{InFlight, ResponseFuture};
+use handle::Shared;
+
+/// Passes requests through while the [`Shutdown`] is running, tracking them in flight;
+/// refuses new ones once it stops admitting; aborts the ones left at the drain deadline.
+///
+/// Built by [`ShutdownGuardLayer`] or [`ShutdownGuard::new`]. `poll_ready` forwards to the
+/// inner service and takes nothing.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use brownout_core::{RejectReason, Rejected};
+/// use brownout_shutdown::{Shutdown, ShutdownGuard};
+/// use tower::{ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let shutdown = Shutdown::new();
+/// let svc = ShutdownGuard::new(service_fn(|n: u32| async move { Ok::<_, Infallible>(n * 2) }), &shutdown);
+/// assert_eq!(svc.clone().oneshot(21).await.unwrap(), 42);
+///
+/// shutdown.trigger();
+/// let err = svc.oneshot(1).await.unwrap_err();
+/// assert_eq!(Rejected::find(&*err).unwrap().reason(), RejectReason::ShuttingDown);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ShutdownGuard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> ShutdownGuard<S> {
+    /// Guards `inner` with `shutdown`.
+    pub fn new(inner: S, shutdown: &Shutdown) -> ShutdownGuard<S> {
+        ShutdownGuard::from_shared(inner, shutdown.shared().clone())
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> ShutdownGuard<S> {
+        ShutdownGuard { inner, shared }
+    }
+}
+
+brownout_core::impl_inner_access!(ShutdownGuard<S>);
+
+impl<S: fmt::Debug> fmt::Debug for ShutdownGuard<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownGuard")
+            .field("inner", &self.inner)
+            .field("accepting", &self.shared.accepting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Service<Req> for ShutdownGuard<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        // Fast refusal once draining; otherwise count first and check again, so that the
+        // drain (which stops accepting, then reads the counter) never misses a request.
+        if shared.accepting.load(Ordering::SeqCst) {
+            shared.in_flight.0.fetch_add(1, Ordering::SeqCst);
+            if shared.accepting.load(Ordering::SeqCst) {
+                let guard = InFlight::adopt(shared.clone());
+                shared.metrics.admitted(None, shared.signal.level());
+                return ResponseFuture::running(self.inner.call(req), guard);
+            }
+            shared.release();
+        }
+        let rejected = shared.rejection();
+        shared.rejected.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.rejected(&rejected);
+        ResponseFuture::refused(rejected)
+    }
+}

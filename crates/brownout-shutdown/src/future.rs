@@ -1,0 +1,205 @@
+//! The response future of [`ShutdownGuard`](crate::ShutdownGuard).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use brownout_core::{BoxError, Rejected};
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+
+use crate::Aborted;
+use crate::handle::{ABORT_SHARDS, Shared};
+
+/// Holds one in-flight slot; releases it on drop, whatever the outcome.
+pub(crate) struct InFlight {
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl InFlight {
+    /// Counts one more request in flight. The caller has already incremented `in_flight`.
+    pub(crate) fn adopt(shared: Arc<Shared>) -> InFlight {
+        InFlight {
+            shared,
+            settled: false,
+        }
+    }
+
+    fn complete(mut self) {
+        self.shared.completed.0.fetch_add(1, Ordering::Relaxed);
+        self.settled = true;
+    }
+
+    fn abort(mut self) {
+        self.shared.aborted.fetch_add(1, Ordering::Relaxed);
+        self.settled = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Dropped before resolving: cancelled by the caller, or the inner future panicked.
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        // The counter above happens-before this release, so the drain sees final counts.
+        self.shared.release();
+    }
+}
+
+pin_project! {
+    /// The response future of [`ShutdownGuard`](crate::ShutdownGuard).
+    ///
+    /// Either a refusal (resolves at once to a [`Rejected`] with reason `ShuttingDown`), or
+    /// an admitted request: it polls the inner future and holds an in-flight slot until the
+    /// inner future resolves, this future is dropped, or the drain deadline aborts it.
+    ///
+    /// # Abort at the drain deadline
+    ///
+    /// When it is pending at the deadline it is woken and resolves to an [`Aborted`] error
+    /// (whose source is the `ShuttingDown` rejection); the inner future is dropped then.
+    /// If the inner future is ready in the same poll, the response wins.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it at any point releases the in-flight slot (counted as cancelled).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[project_replace = StateOwned]
+    enum State<F> {
+        Running {
+            #[pin]
+            future: F,
+            // Created at the first `Pending`, so requests that are ready at once never
+            // touch the abort notification.
+            #[pin]
+            abort: Option<OwnedNotified>,
+            // The waker `abort` was last polled with; re-polled only when it changes.
+            registered: Option<Waker>,
+            guard: InFlight,
+        },
+        Refused {
+            rejected: Rejected,
+        },
+        Done,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn running(future: F, guard: InFlight) -> ResponseFuture<F> {
+        ResponseFuture {
+            state: State::Running {
+                future,
+                abort: None,
+                registered: None,
+                guard,
+            },
+        }
+    }
+
+    pub(crate) fn refused(rejected: Rejected) -> ResponseFuture<F> {
+        ResponseFuture {
+            state: State::Refused { rejected },
+        }
+    }
+}
+
+enum Step<T> {
+    Ready(T),
+    Abort,
+    Refuse(Rejected),
+}
+
+/// Picks the abort shard for a request from the address of its (pinned) guard.
+fn shard_of(guard: &InFlight) -> usize {
+    let addr = guard as *const InFlight as usize as u64;
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % ABORT_SHARDS
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        let step = match state.as_mut().project() {
+            StateProj::Running {
+                future,
+                mut abort,
+                registered,
+                guard,
+            } => {
+                if let Poll::Ready(result) = future.poll(cx) {
+                    Step::Ready(result)
+                } else {
+                    let shared = &guard.shared;
+                    let mut fired = false;
+                    if abort.is_none() {
+                        // Created before reading `aborting`: an abort that happens after
+                        // the read is then seen by the poll below.
+                        let notify = shared.abort[shard_of(guard)].clone();
+                        abort.set(Some(notify.notified_owned()));
+                    }
+                    let stale = registered
+                        .as_ref()
+                        .is_none_or(|waker| !waker.will_wake(cx.waker()));
+                    if stale && let Some(notified) = abort.as_pin_mut() {
+                        if notified.poll(cx).is_ready() {
+                            fired = true;
+                        } else {
+                            *registered = Some(cx.waker().clone());
+                        }
+                    }
+                    if fired || shared.aborting.load(Ordering::SeqCst) {
+                        Step::Abort
+                    } else {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            StateProj::Refused { rejected } => Step::Refuse(*rejected),
+            StateProj::Done => panic!("brownout_shutdown::ResponseFuture polled after completion"),
+        };
+        // Drop the inner future and settle the slot now, not when the caller drops us.
+        let old = state.project_replace(State::Done);
+        match (step, old) {
+            (Step::Ready(result), StateOwned::Running { guard, .. }) => {
+                guard.complete();
+                Poll::Ready(result.map_err(Into::into))
+            }
+            (Step::Abort, StateOwned::Running { guard, .. }) => {
+                let rejected = guard.shared.rejection();
+                guard.abort();
+                Poll::Ready(Err(Box::new(Aborted::new(rejected))))
+            }
+            (Step::Refuse(rejected), _) => Poll::Ready(Err(Box::new(rejected))),
+            (_, _) => unreachable!("a running step comes from the running state"),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Running { .. } => "running",
+            State::Refused { .. } => "refused",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
