@@ -1,0 +1,328 @@
+//! Turning rejections and errors into http responses, so the stack's error type is `Infallible`.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use brownout_core::{BoxError, LoadLevel, LoadSignal, RejectReason, Rejected};
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderName, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The response header carrying the server's load level (`normal` … `emergency`), read by
+/// client-side throttles to shed locally what the server would shed anyway.
+pub const LOAD_LEVEL_HEADER: HeaderName = HeaderName::from_static("x-load-level");
+
+/// The status code for a rejection: 429 for rate limits, 504 for timeouts, 503 for every
+/// other reason (shed, queue full or timed out, circuit open, shutting down, budget spent).
+pub const fn status_for(reason: RejectReason) -> StatusCode {
+    match reason {
+        RejectReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RejectReason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1 (the header has no fractions).
+pub fn retry_after_secs(after: Duration) -> u64 {
+    let secs = after
+        .as_secs()
+        .saturating_add(u64::from(after.subsec_nanos() > 0));
+    secs.max(1)
+}
+
+fn explanation(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::Shed => "the server is overloaded and is shedding this class of request",
+        RejectReason::QueueFull => "the server's admission queue is full",
+        RejectReason::QueueTimeout => "the request waited too long for capacity",
+        RejectReason::RateLimited => "rate limit exceeded",
+        RejectReason::CircuitOpen => "a dependency is failing; the circuit is open",
+        RejectReason::Timeout => "the request timed out",
+        RejectReason::ShuttingDown => "the server is shutting down",
+        RejectReason::BudgetExhausted => "the retry budget is spent",
+        _ => "the request was rejected",
+    }
+}
+
+/// The response for a rejection: its status, `Retry-After`, `x-load-level`, `Connection:
+/// close` while shutting down, and a short plain-text body naming the reason.
+///
+/// ```
+/// use std::time::Duration;
+/// use brownout::http::rejection_response;
+/// use brownout_core::{LoadLevel, RejectReason, Rejected};
+///
+/// let rejected = Rejected::new(RejectReason::RateLimited, LoadLevel::High)
+///     .with_retry_after(Duration::from_millis(1500));
+/// let response: http::Response<String> = rejection_response(&rejected);
+/// assert_eq!(response.status(), 429);
+/// assert_eq!(response.headers()["retry-after"], "2");
+/// assert_eq!(response.headers()["x-load-level"], "high");
+/// assert!(response.body().starts_with("rate_limited"));
+/// ```
+pub fn rejection_response<B: From<String>>(rejected: &Rejected) -> Response<B> {
+    let reason = rejected.reason();
+    let body = format!("{}: {}\n", reason.as_str(), explanation(reason));
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status_for(reason);
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(LOAD_LEVEL_HEADER, level_value(rejected.level()));
+    if let Some(after) = rejected.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+    }
+    if reason == RejectReason::ShuttingDown {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The response for any error out of a stack: a rejection's own response, or a bare 500
+/// that leaks nothing about the error.
+pub fn error_response<B: From<String>>(
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) -> Response<B> {
+    match Rejected::find_in_box(error) {
+        Some(rejected) => rejection_response(rejected),
+        None => internal_error(),
+    }
+}
+
+fn internal_error<B: From<String>>() -> Response<B> {
+    let mut response = Response::new(B::from("internal server error\n".to_owned()));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn level_value(level: LoadLevel) -> HeaderValue {
+    HeaderValue::from_static(level.as_str())
+}
+
+/// Answers every error of the inner stack with a response and every panic with a 500, so
+/// the service's error type is `Infallible` (what axum's `Router::layer` requires), and
+/// stamps `x-load-level` on every response when given a [`LoadSignal`].
+///
+/// ```
+/// use brownout::http::RejectionResponseLayer;
+/// use brownout_core::{LoadLevel, LoadSignal, RejectReason, Rejected, BoxError};
+/// use tower_layer::Layer;
+/// use tower_service::Service;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # #[derive(Clone)] struct Refuse;
+/// # impl Service<http::Request<()>> for Refuse {
+/// #     type Response = http::Response<String>; type Error = BoxError;
+/// #     type Future = std::future::Ready<Result<http::Response<String>, BoxError>>;
+/// #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> { std::task::Poll::Ready(Ok(())) }
+/// #     fn call(&mut self, _: http::Request<()>) -> Self::Future {
+/// #         std::future::ready(Err(Rejected::new(RejectReason::Shed, LoadLevel::High).into()))
+/// #     }
+/// # }
+/// let mut svc = RejectionResponseLayer::new()
+///     .with_level_header(LoadSignal::fixed(LoadLevel::High))
+///     .layer(Refuse);
+/// let response = svc.call(http::Request::new(())).await.unwrap();
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["x-load-level"], "high");
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RejectionResponseLayer {
+    signal: Option<LoadSignal>,
+}
+
+impl RejectionResponseLayer {
+    /// A layer that answers errors and panics, without the level header on successes.
+    pub fn new() -> RejectionResponseLayer {
+        RejectionResponseLayer::default()
+    }
+
+    /// Also stamps `x-load-level` from `signal` on every response.
+    #[must_use]
+    pub fn with_level_header(mut self, signal: LoadSignal) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+}
+
+impl<S> Layer<S> for RejectionResponseLayer {
+    type Service = RejectionResponse<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RejectionResponse {
+            inner,
+            signal: self.signal.clone(),
+        }
+    }
+}
+
+/// The service of [`RejectionResponseLayer`].
+#[derive(Clone)]
+pub struct RejectionResponse<S> {
+    inner: S,
+    signal: Option<LoadSignal>,
+}
+
+brownout_core::impl_inner_access!(RejectionResponse<S>);
+
+impl<S: fmt::Debug> fmt::Debug for RejectionResponse<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectionResponse")
+            .field("inner", &self.inner)
+            .field("signal", &self.signal)
+            .finish()
+    }
+}
+
+impl<S, Req, B> Service<Req> for RejectionResponse<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: From<String>,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // An inner readiness error (e.g. a broken dependency) is answered per request in
+        // `call`, where it can become a response; report ready so the connection proceeds.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let signal = self.signal.clone();
+        match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(future) => ResponseFuture {
+                state: State::Running { future },
+                signal,
+            },
+            Err(panic) => {
+                log_panic(&*panic);
+                ResponseFuture {
+                    state: State::Panicked,
+                    signal,
+                }
+            }
+        }
+    }
+}
+
+fn log_panic(panic: &(dyn Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string panic>");
+    tracing::error!(panic = message, "handler panicked; answering 500");
+}
+
+pin_project! {
+    /// The response future of [`RejectionResponse`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        signal: Option<LoadSignal>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: F },
+        Panicked,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: From<String>,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.state.project() {
+            StateProj::Panicked => internal_error(),
+            StateProj::Running { future } => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Ok(response))) => response,
+                    Ok(Poll::Ready(Err(error))) => error_response(&*error.into()),
+                    Err(panic) => {
+                        log_panic(&*panic);
+                        internal_error()
+                    }
+                }
+            }
+        };
+        if let Some(signal) = this.signal {
+            response
+                .headers_mut()
+                .entry(LOAD_LEVEL_HEADER)
+                .or_insert_with(|| level_value(signal.level()));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_for(RejectReason::Shed), 503);
+        assert_eq!(status_for(RejectReason::QueueFull), 503);
+        assert_eq!(status_for(RejectReason::QueueTimeout), 503);
+        assert_eq!(status_for(RejectReason::CircuitOpen), 503);
+        assert_eq!(status_for(RejectReason::ShuttingDown), 503);
+        assert_eq!(status_for(RejectReason::RateLimited), 429);
+        assert_eq!(status_for(RejectReason::Timeout), 504);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn other_errors_leak_nothing() {
+        let err: BoxError = "database password is hunter2".into();
+        let response: Response<String> = error_response(&*err);
+        assert_eq!(response.status(), 500);
+        assert!(!response.body().contains("hunter2"));
+    }
+
+    #[test]
+    fn shutting_down_closes_the_connection() {
+        let r = Rejected::new(RejectReason::ShuttingDown, LoadLevel::Normal);
+        let response: Response<String> = rejection_response(&r);
+        assert_eq!(response.headers()[CONNECTION], "close");
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+}

@@ -1,0 +1,34 @@
+//! Overload control for tower, axum and tonic services.
+//!
+//! brownout keeps a service useful under overload: one monitor measures queueing delay,
+//! latency and errors and publishes a [`LoadLevel`]; every layer reads it to shed the least
+//! important work first, queue the rest by priority, tighten timeouts, stop retry storms and
+//! tell handlers to do less.
+//!
+//! ```
+//! use brownout::http::{HttpClassifier, rejection_response};
+//! use brownout::{Classify, LoadLevel, LoadSignal, Policy, Priority, RejectReason, Rejected};
+//!
+//! let (publisher, signal) = LoadSignal::channel(LoadLevel::Normal);
+//! let classify = HttpClassifier::default();
+//! let req = http::Request::get("/report").header("x-priority", "low").body(()).unwrap();
+//! let class = classify.classify(&req);
+//!
+//! publisher.publish(LoadLevel::High); // the monitor does this under pressure
+//! if Policy::default().shed[signal.level()].contains(class) {
+//!     let r = Rejected::new(RejectReason::Shed, signal.level()).with_priority(class);
+//!     let response: http::Response<String> = rejection_response(&r);
+//!     assert_eq!(response.status(), 503);
+//! }
+//! # assert_eq!(class, Priority::Low);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use brownout_core::*;
+
+#[cfg(feature = "http")]
+pub mod http;
+mod toggle;
+
+pub use toggle::{Toggle, ToggleFuture, ToggleHandle, ToggleLayer};
