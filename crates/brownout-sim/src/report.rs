@@ -1,0 +1,597 @@
+//! What a run measured: goodput, the priority score, per-class figures, rejections, levels.
+
+use std::time::Duration;
+
+use brownout_core::{LoadLevel, Priority};
+
+use crate::Scenario;
+use crate::backend::BackendStats;
+use crate::json::Json;
+use crate::scenario::Arrival;
+
+/// The importance weight of each class in the [priority score](Report::priority_score),
+/// Critical first: 16 / 8 / 4 / 2 / 1.
+///
+/// Each class weighs more than every class below it together (16 > 8 + 4 + 2 + 1), so
+/// serving one more request of a class is always worth more than serving one more of
+/// each lower class.
+pub const WEIGHTS: [f64; Priority::COUNT] = [16.0, 8.0, 4.0, 2.0, 1.0];
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Still running when the run ended (never happens: every request ends by its deadline).
+    Pending,
+    /// Answered successfully (always within the deadline).
+    Good {
+        /// From arrival to answer.
+        latency: Duration,
+        /// How long it occupied a backend worker.
+        worked: Duration,
+    },
+    /// Refused or failed, with the reason's name (`shed`, `queue_timeout`, `overloaded`…).
+    Refused(&'static str),
+    /// The client's deadline passed before an answer came: it gave up.
+    GaveUp,
+}
+
+/// The name under which requests whose client gave up at the deadline are counted.
+pub const GAVE_UP: &str = "deadline";
+
+/// Figures for one request class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassStats {
+    /// The class.
+    pub priority: Priority,
+    /// Requests of this class that arrived.
+    pub offered: u64,
+    /// Of those, answered successfully within their deadline.
+    pub good: u64,
+    /// Refused by a layer (any reason).
+    pub refused: u64,
+    /// Not answered by their deadline (the client gave up).
+    pub gave_up: u64,
+    /// What the strict-priority ideal serves of this class (water-filling).
+    pub ideal: f64,
+    /// Median latency of the good answers (zero when none).
+    pub p50: Duration,
+    /// 99th-percentile latency of the good answers (zero when none).
+    pub p99: Duration,
+    /// Slowest good answer.
+    pub max: Duration,
+}
+
+impl ClassStats {
+    /// The share of this class answered within its deadline (1.0 when none arrived).
+    pub fn success(&self) -> f64 {
+        if self.offered == 0 {
+            1.0
+        } else {
+            self.good as f64 / self.offered as f64
+        }
+    }
+}
+
+/// Figures for the requests that arrived in one time window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// What the window is (`"whole run"`, `"slow"`, `"slow, settled"` …).
+    pub label: String,
+    /// Start, from the beginning of the run.
+    pub from: Duration,
+    /// End (exclusive).
+    pub to: Duration,
+    /// How many requests the backend can serve in the window (slowdown included).
+    pub capacity: f64,
+    /// Worker time available in the window: workers × its length.
+    pub worker_time: Duration,
+    /// Worker time spent on requests answered within their deadline that finished in the
+    /// window.
+    pub good_work: Duration,
+    /// Arrivals per class, Critical first.
+    pub offered: [u64; Priority::COUNT],
+    /// Good answers per class.
+    pub good: [u64; Priority::COUNT],
+    /// The strict-priority ideal per class: classes served in priority order until the
+    /// window's capacity is used.
+    pub ideal: [f64; Priority::COUNT],
+    /// Median of the sampled concurrency limit in the window, when the stack has one.
+    pub limit_median: Option<f64>,
+}
+
+impl Window {
+    /// Good answers of every class.
+    pub fn total_good(&self) -> u64 {
+        self.good.iter().sum()
+    }
+
+    /// Arrivals of every class.
+    pub fn total_offered(&self) -> u64 {
+        self.offered.iter().sum()
+    }
+
+    /// The share of the backend's worker time spent on good answers (see [`Report`]).
+    pub fn goodput(&self) -> f64 {
+        ratio(self.good_work.as_secs_f64(), self.worker_time.as_secs_f64())
+    }
+
+    /// [`goodput`](Window::goodput) / `min(1, offered / capacity)`: the share of what could
+    /// have been served.
+    pub fn efficiency(&self) -> f64 {
+        ratio(
+            self.goodput(),
+            ratio(self.total_offered() as f64, self.capacity).min(1.0),
+        )
+    }
+
+    /// The [priority score](Report::priority_score) of the window.
+    pub fn priority_score(&self) -> f64 {
+        weighted_score(&self.good, &self.ideal)
+    }
+}
+
+/// A change of the published load level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelChange {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// The new level.
+    pub level: LoadLevel,
+}
+
+/// One sample of a stack's concurrency limit (every 100 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSample {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// The limit then.
+    pub limit: usize,
+}
+
+/// Everything one run of one stack measured.
+///
+/// # Definitions
+///
+/// - **capacity**: `workers / mean service time` requests per second (800 by default);
+///   during a slowdown, the capacity left (`/ factor`). `capacity_requests` is its integral
+///   over the arrival period.
+/// - **goodput**: the share of the backend's worker time (workers × duration) spent on
+///   requests answered successfully within their deadline, counting work that finished
+///   during the arrival period. With requests of mean size this is good answers per second
+///   / capacity, but it is not blurred by the random sizes of the requests served (±1 % over
+///   10 s at 800 req/s) and never exceeds 100 %. Lost goodput is idle workers plus work
+///   whose caller had given up. During a slowdown a worker is as busy as before for a third
+///   of the answers, so this is goodput "against the capacity left".
+/// - **efficiency**: goodput / `min(1, offered / capacity)`: 100 % is the best any scheduler
+///   can do with the arrivals it got.
+/// - **priority score**: `Σ_c w_c · good_c / Σ_c w_c · ideal_c` with the [`WEIGHTS`]
+///   16/8/4/2/1, where `ideal_c` is the strict-priority ideal (water-filling): classes are
+///   served in priority order, each fully before the next, until the capacity is used. It is
+///   computed per phase (before/while/after a slowdown) and summed. 100 % means the stack
+///   served as much important work as a perfect priority scheduler; a priority-blind stack
+///   at 4× load scores about 40 %.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The stack's name.
+    pub stack: String,
+    /// Offered load, × nominal capacity.
+    pub load: f64,
+    /// Nominal capacity, requests per second.
+    pub capacity: f64,
+    /// Capacity over the arrival period, in requests (slowdown included).
+    pub capacity_requests: f64,
+    /// The arrival period.
+    pub duration: Duration,
+    /// The client deadline.
+    pub deadline: Duration,
+    /// Per class, Critical first.
+    pub classes: [ClassStats; Priority::COUNT],
+    /// Requests not answered well, by reason (`deadline` = the client gave up), largest first.
+    pub rejections: Vec<(String, u64)>,
+    /// Level changes published by the stack's monitor (empty when it has none).
+    pub levels: Vec<LevelChange>,
+    /// The stack's concurrency limit every 100 ms (empty when it has none or fixed).
+    pub limits: Vec<LimitSample>,
+    /// The phases of the run (one for a constant load; before, while and after a slowdown).
+    pub phases: Vec<Window>,
+    /// For a slowdown: each phase after a change, minus its first second.
+    pub settled: Vec<Window>,
+    /// What the backend saw.
+    pub backend: BackendStats,
+    /// The 99th percentile of the pure service times drawn for Critical requests: their
+    /// latency with no queueing at all ("unloaded p99").
+    pub unloaded_p99: Duration,
+}
+
+impl Report {
+    /// Requests that arrived.
+    pub fn offered(&self) -> u64 {
+        self.classes.iter().map(|c| c.offered).sum()
+    }
+
+    /// Requests answered successfully within their deadline.
+    pub fn good(&self) -> u64 {
+        self.classes.iter().map(|c| c.good).sum()
+    }
+
+    /// The share of the backend's worker time spent on good answers (see the type docs).
+    pub fn goodput(&self) -> f64 {
+        let good: f64 = self.phases.iter().map(|w| w.good_work.as_secs_f64()).sum();
+        let total: f64 = self
+            .phases
+            .iter()
+            .map(|w| w.worker_time.as_secs_f64())
+            .sum();
+        ratio(good, total)
+    }
+
+    /// [`goodput`](Report::goodput) / `min(1, offered / capacity)`: 100 % is the best any
+    /// scheduler can do with these arrivals.
+    pub fn efficiency(&self) -> f64 {
+        let achievable: f64 = self
+            .phases
+            .iter()
+            .map(|w| {
+                w.worker_time.as_secs_f64() * ratio(w.total_offered() as f64, w.capacity).min(1.0)
+            })
+            .sum();
+        let good: f64 = self.phases.iter().map(|w| w.good_work.as_secs_f64()).sum();
+        ratio(good, achievable)
+    }
+
+    /// Good answers per second of arrivals.
+    pub fn good_rate(&self) -> f64 {
+        ratio(self.good() as f64, self.duration.as_secs_f64())
+    }
+
+    /// The priority score against the strict-priority ideal (see the type docs).
+    pub fn priority_score(&self) -> f64 {
+        let good = self.classes.map(|c| c.good);
+        let ideal = self.classes.map(|c| c.ideal);
+        weighted_score(&good, &ideal)
+    }
+
+    /// The figures of one class.
+    pub fn class(&self, priority: Priority) -> &ClassStats {
+        &self.classes[priority.index()]
+    }
+
+    /// The highest level published during the run.
+    pub fn max_level(&self) -> LoadLevel {
+        self.levels
+            .iter()
+            .map(|c| c.level)
+            .max()
+            .unwrap_or(LoadLevel::Normal)
+    }
+
+    /// The largest p99 latency among classes that had good answers.
+    pub fn worst_p99(&self) -> Duration {
+        self.classes
+            .iter()
+            .filter(|c| c.good > 0)
+            .map(|c| c.p99)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// How many requests were refused or given up on for `reason`.
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.rejections
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        let mut j = Json::object();
+        j.str("scenario", &self.scenario)
+            .str("stack", &self.stack)
+            .num("load", self.load)
+            .num("capacity_rps", self.capacity)
+            .num("capacity_requests", self.capacity_requests)
+            .num("duration_s", self.duration.as_secs_f64())
+            .num("deadline_ms", ms(self.deadline))
+            .int("offered", self.offered())
+            .int("good", self.good())
+            .num("goodput", self.goodput())
+            .num("good_rps", self.good_rate())
+            .num("efficiency", self.efficiency())
+            .num("priority_score", self.priority_score())
+            .num("unloaded_p99_ms", ms(self.unloaded_p99));
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| {
+                let mut o = Json::object();
+                o.str("class", c.priority.as_str())
+                    .int("offered", c.offered)
+                    .int("good", c.good)
+                    .int("refused", c.refused)
+                    .int("gave_up", c.gave_up)
+                    .num("ideal", c.ideal)
+                    .num("success", c.success())
+                    .num("p50_ms", ms(c.p50))
+                    .num("p99_ms", ms(c.p99))
+                    .num("max_ms", ms(c.max));
+                o.finish()
+            })
+            .collect::<Vec<_>>();
+        j.raw("classes", &Json::array(&classes));
+        let mut rejections = Json::object();
+        for (reason, n) in &self.rejections {
+            rejections.int(reason, *n);
+        }
+        j.raw("rejections", &rejections.finish());
+        let levels = self
+            .levels
+            .iter()
+            .map(|c| {
+                let mut o = Json::object();
+                o.num("at_s", c.at.as_secs_f64())
+                    .str("level", c.level.as_str());
+                o.finish()
+            })
+            .collect::<Vec<_>>();
+        j.raw("levels", &Json::array(&levels));
+        let limits = self
+            .limits
+            .iter()
+            .map(|s| format!("[{},{}]", fmt_num(s.at.as_secs_f64()), s.limit))
+            .collect::<Vec<_>>();
+        j.raw("limits", &Json::array(&limits));
+        for (key, windows) in [("phases", &self.phases), ("settled", &self.settled)] {
+            let items = windows.iter().map(window_json).collect::<Vec<_>>();
+            j.raw(key, &Json::array(&items));
+        }
+        let mut b = Json::object();
+        b.int("calls", self.backend.calls)
+            .int("wasted", self.backend.wasted)
+            .num("max_backend_wait_ms", ms(self.backend.max_backend_wait));
+        j.raw("backend", &b.finish());
+        j.finish()
+    }
+}
+
+fn window_json(w: &Window) -> String {
+    let mut o = Json::object();
+    o.str("label", &w.label)
+        .num("from_s", w.from.as_secs_f64())
+        .num("to_s", w.to.as_secs_f64())
+        .num("capacity", w.capacity)
+        .num("worker_time_s", w.worker_time.as_secs_f64())
+        .num("good_work_s", w.good_work.as_secs_f64())
+        .raw("offered", &Json::array(&w.offered.map(|n| n.to_string())))
+        .raw("good", &Json::array(&w.good.map(|n| n.to_string())))
+        .raw("ideal", &Json::array(&w.ideal.map(fmt_num)))
+        .num("goodput", w.goodput())
+        .num("efficiency", w.efficiency())
+        .num("priority_score", w.priority_score());
+    match w.limit_median {
+        Some(m) => o.num("limit_median", m),
+        None => o.raw("limit_median", "null"),
+    };
+    o.finish()
+}
+
+pub(crate) fn fmt_num(x: f64) -> String {
+    if x.is_finite() {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() || s == "-" {
+            "0".to_owned()
+        } else {
+            s.to_owned()
+        }
+    } else {
+        "null".to_owned()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b <= 0.0 { 1.0 } else { a / b }
+}
+
+fn weighted_score(good: &[u64; Priority::COUNT], ideal: &[f64; Priority::COUNT]) -> f64 {
+    let num: f64 = (0..Priority::COUNT)
+        .map(|i| WEIGHTS[i] * good[i] as f64)
+        .sum();
+    let den: f64 = (0..Priority::COUNT).map(|i| WEIGHTS[i] * ideal[i]).sum();
+    ratio(num, den)
+}
+
+/// The strict-priority ideal: serve `offered` (Critical first) until `capacity` is used.
+///
+/// ```
+/// use brownout_sim::water_fill;
+///
+/// assert_eq!(water_fill(&[10, 30, 30, 20, 10], 50.0), [10.0, 30.0, 10.0, 0.0, 0.0]);
+/// assert_eq!(water_fill(&[1, 1, 1, 1, 1], 50.0), [1.0; 5]);
+/// ```
+pub fn water_fill(offered: &[u64; Priority::COUNT], capacity: f64) -> [f64; Priority::COUNT] {
+    let mut left = capacity.max(0.0);
+    offered.map(|o| {
+        let served = (o as f64).min(left);
+        left -= served;
+        served
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Turns the raw outcomes of a run into a [`Report`].
+pub(crate) struct Builder<'a> {
+    pub(crate) scenario: &'a Scenario,
+    pub(crate) stack: String,
+    pub(crate) arrivals: &'a [Arrival],
+    pub(crate) outcomes: &'a [Outcome],
+    pub(crate) levels: Vec<LevelChange>,
+    pub(crate) limits: Vec<LimitSample>,
+    pub(crate) backend: BackendStats,
+}
+
+impl Builder<'_> {
+    pub(crate) fn build(self) -> Report {
+        let s = self.scenario;
+        let mut latencies: [Vec<Duration>; Priority::COUNT] = Default::default();
+        let mut counts = [(0u64, 0u64, 0u64, 0u64); Priority::COUNT];
+        let mut reasons: Vec<(String, u64)> = Vec::new();
+        let mut bump = |reason: &str| match reasons.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((reason.to_owned(), 1)),
+        };
+        let mut critical_service: Vec<Duration> = Vec::new();
+        for (a, o) in self.arrivals.iter().zip(self.outcomes) {
+            let i = a.priority.index();
+            counts[i].0 += 1;
+            if a.priority == Priority::Critical {
+                critical_service.push(Duration::from_millis(a.service_ms));
+            }
+            match *o {
+                Outcome::Good { latency, .. } => {
+                    counts[i].1 += 1;
+                    latencies[i].push(latency);
+                }
+                Outcome::Refused(reason) => {
+                    counts[i].2 += 1;
+                    bump(reason);
+                }
+                Outcome::GaveUp | Outcome::Pending => {
+                    counts[i].3 += 1;
+                    bump(GAVE_UP);
+                }
+            }
+        }
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        critical_service.sort();
+
+        // Phases: split at each change of the backend's speed.
+        let mut edges = vec![Duration::ZERO];
+        edges.extend(s.changes().into_iter().filter(|&c| c < s.duration));
+        edges.push(s.duration);
+        edges.dedup();
+        let labels = |k: usize, n: usize| match (n, k) {
+            (1, _) => "whole run".to_owned(),
+            (_, 0) => "before".to_owned(),
+            (_, k) if k % 2 == 1 => "slow".to_owned(),
+            _ => "recovered".to_owned(),
+        };
+        let phase_count = edges.len() - 1;
+        let phases: Vec<Window> = edges
+            .windows(2)
+            .enumerate()
+            .map(|(k, w)| self.window(labels(k, phase_count), w[0], w[1]))
+            .collect();
+        let settle = Duration::from_secs(1);
+        let settled: Vec<Window> = edges
+            .windows(2)
+            .enumerate()
+            .skip(1)
+            .filter(|(_, w)| w[1] > w[0] + settle)
+            .map(|(k, w)| {
+                self.window(
+                    format!("{}, settled", labels(k, phase_count)),
+                    w[0] + settle,
+                    w[1],
+                )
+            })
+            .collect();
+
+        let mut ideal = [0.0; Priority::COUNT];
+        for w in &phases {
+            for (total, x) in ideal.iter_mut().zip(w.ideal) {
+                *total += x;
+            }
+        }
+        let classes = std::array::from_fn(|i| {
+            let lat = &mut latencies[i];
+            lat.sort();
+            let (offered, good, refused, gave_up) = counts[i];
+            ClassStats {
+                priority: Priority::ALL[i],
+                offered,
+                good,
+                refused,
+                gave_up,
+                ideal: ideal[i],
+                p50: percentile(lat, 0.50),
+                p99: percentile(lat, 0.99),
+                max: lat.last().copied().unwrap_or_default(),
+            }
+        });
+        Report {
+            scenario: s.name.clone(),
+            stack: self.stack,
+            load: s.load,
+            capacity: s.capacity(),
+            capacity_requests: s.capacity_between(Duration::ZERO, s.duration),
+            duration: s.duration,
+            deadline: s.deadline,
+            classes,
+            rejections: reasons,
+            levels: self.levels,
+            limits: self.limits,
+            phases,
+            settled,
+            backend: self.backend,
+            unloaded_p99: percentile(&critical_service, 0.99),
+        }
+    }
+
+    fn window(&self, label: String, from: Duration, to: Duration) -> Window {
+        let mut offered = [0u64; Priority::COUNT];
+        let mut good = [0u64; Priority::COUNT];
+        let mut good_work = Duration::ZERO;
+        let (lo, hi) = (from.as_millis() as u64, to.as_millis() as u64);
+        for (a, o) in self.arrivals.iter().zip(self.outcomes) {
+            let arrived = Duration::from_millis(a.at_ms);
+            if a.at_ms >= lo && a.at_ms < hi {
+                offered[a.priority.index()] += 1;
+                if matches!(o, Outcome::Good { .. }) {
+                    good[a.priority.index()] += 1;
+                }
+            }
+            if let Outcome::Good { latency, worked } = *o {
+                let done = arrived + latency;
+                if done >= from && done < to {
+                    good_work += worked;
+                }
+            }
+        }
+        let worker_time = (to - from) * self.scenario.workers.max(1) as u32;
+        let capacity = self.scenario.capacity_between(from, to);
+        let mut limits: Vec<usize> = self
+            .limits
+            .iter()
+            .filter(|l| l.at >= from && l.at < to)
+            .map(|l| l.limit)
+            .collect();
+        limits.sort_unstable();
+        let limit_median = (!limits.is_empty()).then(|| limits[limits.len() / 2] as f64);
+        Window {
+            label,
+            from,
+            to,
+            capacity,
+            worker_time,
+            good_work,
+            offered,
+            good,
+            ideal: water_fill(&offered, capacity),
+            limit_median,
+        }
+    }
+}
