@@ -1,0 +1,328 @@
+//! A retry budget shared by every clone of a retry (and hedge) layer.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use brownout_core::ConfigError;
+use brownout_core::config::check;
+use tokio::time::Instant;
+
+/// The number of buckets the budget window is cut into.
+const SLOTS: usize = 10;
+/// Fixed-point scale: one retry costs this many units.
+const UNIT: i64 = 1000;
+
+/// How many retries all clones of a layer may make: a fraction of recent requests plus a
+/// small floor per second (Finagle's retry budget, tower's `TpsBudget`).
+///
+/// Every first attempt *deposits* `ratio` retries; every retry (or hedge) *withdraws* one.
+/// Deposits and withdrawals age out after `ttl` (a window of ten buckets), and
+/// `min_per_sec × ttl` retries are always available on top, so a quiet client can still
+/// retry. When the balance is below one retry, the retry is not made and the original
+/// outcome returns; [`exhausted`](RetryBudget::exhausted) counts those times.
+///
+/// Time comes from `tokio::time::Instant`, so a paused test clock drives the window.
+/// Deposits and withdrawals are atomic additions; only the step into a new bucket
+/// (once per `ttl / 10`) takes a short lock. Under concurrent withdrawals the balance can
+/// overshoot by at most the number of racing withdrawers.
+///
+/// ```
+/// use std::time::Duration;
+/// use brownout_retry::RetryBudget;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let budget = RetryBudget::new(Duration::from_secs(10), 0.0, 0.1).unwrap();
+/// for _ in 0..20 {
+///     budget.deposit();
+/// }
+/// // 20 requests × 10 % = two retries.
+/// assert!(budget.try_withdraw().map(|t| t.spend()).is_some());
+/// assert!(budget.try_withdraw().map(|t| t.spend()).is_some());
+/// assert!(budget.try_withdraw().is_none());
+/// assert_eq!(budget.exhausted(), 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    start: Instant,
+    slot_nanos: u64,
+    slots: [AtomicI64; SLOTS],
+    epoch: AtomicU64,
+    rotate: Mutex<()>,
+    deposit: i64,
+    reserve: i64,
+    exhausted: AtomicU64,
+    ttl: Duration,
+    min_per_sec: f64,
+    ratio: f64,
+}
+
+impl RetryBudget {
+    /// A budget allowing `ratio` retries per request (0 to 1000) over a `ttl` window
+    /// (1 s to 60 s), plus `min_per_sec` retries per second.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `budget.ttl`, `budget.min_per_sec` or `budget.ratio`.
+    pub fn new(ttl: Duration, min_per_sec: f64, ratio: f64) -> Result<RetryBudget, ConfigError> {
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format!("must be between 1s and 60s (got {ttl:?})"),
+            ));
+        }
+        check::at_least_f64("budget.min_per_sec", min_per_sec, 0.0)?;
+        check::at_least_f64("budget.ratio", ratio, 0.0)?;
+        if ratio > 1000.0 {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                format!("must be in [0, 1000] (got {ratio})"),
+            ));
+        }
+        // min_per_sec is finite: the product saturates in the float-to-int cast.
+        let reserve = (min_per_sec * ttl.as_secs_f64() * UNIT as f64) as i64;
+        let deposit = (ratio * UNIT as f64).round() as i64;
+        let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128).unwrap_or(u64::MAX);
+        Ok(RetryBudget {
+            inner: Arc::new(Inner {
+                start: Instant::now(),
+                slot_nanos,
+                slots: std::array::from_fn(|_| AtomicI64::new(0)),
+                epoch: AtomicU64::new(0),
+                rotate: Mutex::new(()),
+                deposit,
+                reserve,
+                exhausted: AtomicU64::new(0),
+                ttl,
+                min_per_sec,
+                ratio,
+            }),
+        })
+    }
+
+    /// The window over which deposits and withdrawals count.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The retries per second always available.
+    pub fn min_per_sec(&self) -> f64 {
+        self.inner.min_per_sec
+    }
+
+    /// The retries allowed per request.
+    pub fn ratio(&self) -> f64 {
+        self.inner.ratio
+    }
+
+    /// Records one request (a first attempt).
+    #[inline]
+    pub fn deposit(&self) {
+        if self.inner.deposit != 0 {
+            let slot = self.inner.slot();
+            self.inner.slots[slot].fetch_add(self.inner.deposit, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry from the budget, or counts an exhaustion and returns `None`.
+    ///
+    /// The returned [`BudgetToken`] gives the retry back when dropped unless
+    /// [`spend`](BudgetToken::spend) is called: a retry future dropped during its back-off
+    /// returns what it withdrew.
+    pub fn try_withdraw(&self) -> Option<BudgetToken> {
+        let slot = self.inner.slot();
+        if self.balance_units() < UNIT {
+            self.inner.exhausted.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.inner.slots[slot].fetch_sub(UNIT, Ordering::Relaxed);
+        Some(BudgetToken {
+            budget: Some(self.clone()),
+        })
+    }
+
+    /// The retries available now (rounded down).
+    pub fn balance(&self) -> i64 {
+        self.inner.slot();
+        self.balance_units().div_euclid(UNIT)
+    }
+
+    /// How many retries (and hedges) were refused because the budget was spent.
+    pub fn exhausted(&self) -> u64 {
+        self.inner.exhausted.load(Ordering::Relaxed)
+    }
+
+    fn balance_units(&self) -> i64 {
+        let sum: i64 = self
+            .inner
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .fold(0i64, i64::saturating_add);
+        sum.saturating_add(self.inner.reserve)
+    }
+
+    fn refund(&self) {
+        let slot = self.inner.slot();
+        self.inner.slots[slot].fetch_add(UNIT, Ordering::Relaxed);
+    }
+}
+
+impl Inner {
+    /// The index of the current bucket, clearing the buckets that aged out.
+    #[inline]
+    fn slot(&self) -> usize {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        let epoch = u64::try_from(elapsed.as_nanos() / u128::from(self.slot_nanos.max(1)))
+            .unwrap_or(u64::MAX);
+        if epoch != self.epoch.load(Ordering::Acquire) {
+            self.rotate(epoch);
+        }
+        (epoch % SLOTS as u64) as usize
+    }
+
+    #[cold]
+    fn rotate(&self, epoch: u64) {
+        let _guard = self.rotate.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = self.epoch.load(Ordering::Acquire);
+        if epoch <= seen {
+            return;
+        }
+        let steps = (epoch - seen).min(SLOTS as u64);
+        for step in 1..=steps {
+            let index = ((epoch - steps + step) % SLOTS as u64) as usize;
+            self.slots[index].store(0, Ordering::Relaxed);
+        }
+        self.epoch.store(epoch, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("ttl", &self.inner.ttl)
+            .field("min_per_sec", &self.inner.min_per_sec)
+            .field("ratio", &self.inner.ratio)
+            .field("balance", &self.balance())
+            .field("exhausted", &self.exhausted())
+            .finish()
+    }
+}
+
+/// One retry withdrawn from a [`RetryBudget`]; returned to it when dropped unspent.
+#[must_use = "dropping the token returns the retry to the budget"]
+pub struct BudgetToken {
+    budget: Option<RetryBudget>,
+}
+
+impl BudgetToken {
+    /// Marks the retry as made: it stays withdrawn.
+    pub fn spend(mut self) {
+        self.budget = None;
+    }
+}
+
+impl Drop for BudgetToken {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget.take() {
+            budget.refund();
+        }
+    }
+}
+
+impl fmt::Debug for BudgetToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetToken")
+            .field("spent", &self.budget.is_none())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reserve_allows_min_per_sec_without_requests() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 1.0, 0.1).unwrap();
+        assert_eq!(budget.balance(), 10);
+        for _ in 0..10 {
+            budget.try_withdraw().unwrap().spend();
+        }
+        assert!(budget.try_withdraw().is_none());
+        assert_eq!(budget.exhausted(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn withdrawals_and_deposits_age_out_after_ttl() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0.0, 0.5).unwrap();
+        for _ in 0..4 {
+            budget.deposit();
+        }
+        assert_eq!(budget.balance(), 2);
+        budget.try_withdraw().unwrap().spend();
+        budget.try_withdraw().unwrap().spend();
+        assert_eq!(budget.balance(), 0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for _ in 0..2 {
+            budget.deposit();
+        }
+        assert_eq!(budget.balance(), 1);
+        // The first deposits and both withdrawals age out; the later deposits remain.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(budget.balance(), 1);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(budget.balance(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rel_02_dropped_token_returns_the_retry() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0.1, 0.0).unwrap();
+        assert_eq!(budget.balance(), 1);
+        let token = budget.try_withdraw().unwrap();
+        assert_eq!(budget.balance(), 0);
+        drop(token);
+        assert_eq!(budget.balance(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_one_balance() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0.0, 1.0).unwrap();
+        let clone = budget.clone();
+        clone.deposit();
+        budget.try_withdraw().unwrap().spend();
+        assert!(clone.try_withdraw().is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn rel_10_budget_config_validated(
+            ttl_ms in 0u64..100_000,
+            min in prop_oneof![-10.0f64..10.0, Just(f64::NAN), Just(f64::INFINITY)],
+            ratio in prop_oneof![-1.0f64..2000.0, Just(f64::NAN), Just(f64::NEG_INFINITY)],
+        ) {
+            let ttl = Duration::from_millis(ttl_ms);
+            match RetryBudget::new(ttl, min, ratio) {
+                Ok(b) => {
+                    prop_assert!((1000..=60_000).contains(&ttl_ms));
+                    prop_assert!(min >= 0.0 && min.is_finite());
+                    prop_assert!((0.0..=1000.0).contains(&ratio));
+                    prop_assert!(b.ratio() == ratio);
+                }
+                Err(e) => {
+                    let ok_ttl = (1000..=60_000).contains(&ttl_ms);
+                    let ok_min = min >= 0.0 && min.is_finite();
+                    let expected = if !ok_ttl { "budget.ttl" } else if !ok_min { "budget.min_per_sec" } else { "budget.ratio" };
+                    prop_assert_eq!(e.field(), expected);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The throttle's shared window, remembered server level and random draws.
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use brownout_core::telemetry::DecisionMetrics;
+use brownout_core::{LoadLevel, Priority, RejectReason, Rejected};
+use tokio::time::Instant;
+
+use super::config::AdaptiveThrottleConfig;
+use crate::shared::splitmix64;
+
+const ACCEPT: u64 = 1;
+const REQUEST: u64 = 1 << 32;
+const NO_LEVEL: u8 = u8::MAX;
+
+/// Shared by every clone of a throttle.
+#[derive(Debug)]
+pub(crate) struct ThrottleState {
+    pub(crate) config: AdaptiveThrottleConfig,
+    start: Instant,
+    bucket_nanos: u64,
+    /// Per bucket: requests in the high 32 bits, accepts in the low 32 bits.
+    buckets: Box<[AtomicU64]>,
+    epoch: AtomicU64,
+    rotate: Mutex<()>,
+    level: AtomicU8,
+    level_until: AtomicU64,
+    rng: AtomicU64,
+    pub(crate) rejected_locally: AtomicU64,
+    pub(crate) shed_by_level: AtomicU64,
+    pub(crate) metrics: DecisionMetrics,
+}
+
+impl ThrottleState {
+    pub(crate) fn new(config: AdaptiveThrottleConfig) -> ThrottleState {
+        let buckets = config.buckets;
+        let bucket_nanos =
+            u64::try_from(config.window.as_nanos() / buckets as u128).unwrap_or(u64::MAX);
+        ThrottleState {
+            start: Instant::now(),
+            bucket_nanos: bucket_nanos.max(1),
+            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+            rotate: Mutex::new(()),
+            level: AtomicU8::new(NO_LEVEL),
+            level_until: AtomicU64::new(0),
+            rng: AtomicU64::new(config.seed),
+            rejected_locally: AtomicU64::new(0),
+            shed_by_level: AtomicU64::new(0),
+            metrics: DecisionMetrics::new("throttle"),
+            config,
+        }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn bucket(&self) -> usize {
+        let epoch = self.now_nanos() / self.bucket_nanos;
+        if epoch != self.epoch.load(Ordering::Acquire) {
+            self.rotate(epoch);
+        }
+        (epoch % self.buckets.len() as u64) as usize
+    }
+
+    #[cold]
+    fn rotate(&self, epoch: u64) {
+        let _guard = self.rotate.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = self.epoch.load(Ordering::Acquire);
+        if epoch <= seen {
+            return;
+        }
+        let n = self.buckets.len() as u64;
+        let steps = (epoch - seen).min(n);
+        for step in 1..=steps {
+            self.buckets[((epoch - steps + step) % n) as usize].store(0, Ordering::Relaxed);
+        }
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Records one request and whether the server accepted it.
+    pub(crate) fn record(&self, accepted: bool) {
+        let add = if accepted { REQUEST + ACCEPT } else { REQUEST };
+        let bucket = self.bucket();
+        self.buckets[bucket].fetch_add(add, Ordering::Relaxed);
+    }
+
+    /// Requests and accepts over the window.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.bucket();
+        self.buckets.iter().fold((0, 0), |(r, a), b| {
+            let v = b.load(Ordering::Relaxed);
+            (r + (v >> 32), a + (v & 0xFFFF_FFFF))
+        })
+    }
+
+    /// `max(0, (requests − K·accepts) / (requests + 1))`.
+    pub(crate) fn reject_probability(&self) -> f64 {
+        let (requests, accepts) = self.totals();
+        let requests = requests as f64;
+        ((requests - self.config.k * accepts as f64) / (requests + 1.0)).max(0.0)
+    }
+
+    /// Remembers the level the server reported.
+    pub(crate) fn remember_level(&self, level: LoadLevel) {
+        if self.config.level_ttl.is_zero() {
+            return;
+        }
+        let until = self
+            .now_nanos()
+            .saturating_add(u64::try_from(self.config.level_ttl.as_nanos()).unwrap_or(u64::MAX));
+        let previous = self.level.swap(level.as_u8(), Ordering::Relaxed);
+        self.level_until.store(until, Ordering::Relaxed);
+        if previous != level.as_u8() {
+            tracing::debug!(%level, "server reported a new load level");
+        }
+    }
+
+    /// The server's level while it is fresh, and how long it stays fresh.
+    pub(crate) fn server_level(&self) -> Option<(LoadLevel, Duration)> {
+        let level = LoadLevel::from_u8(self.level.load(Ordering::Relaxed))?;
+        let until = self.level_until.load(Ordering::Relaxed);
+        let now = self.now_nanos();
+        (now < until).then(|| (level, Duration::from_nanos(until - now)))
+    }
+
+    /// A uniform draw in `[0, 1)`; lock-free, reproducible from the seed on one thread.
+    fn draw(&self) -> f64 {
+        let x = splitmix64(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether to refuse a request of class `priority` locally.
+    pub(crate) fn admit(&self, priority: Priority) -> Result<(), Rejected> {
+        if let Some((level, fresh_for)) = self.server_level()
+            && self.config.policy.shed[level].contains(priority)
+        {
+            self.shed_by_level.fetch_add(1, Ordering::Relaxed);
+            let rejected = Rejected::new(RejectReason::Shed, level)
+                .with_priority(priority)
+                .with_retry_after(fresh_for);
+            // Not recorded in the window: the server did not refuse this request, and the
+            // probabilistic throttle should not punish the other classes for it.
+            self.metrics.rejected(&rejected);
+            return Err(rejected);
+        }
+        let p = self.reject_probability();
+        if p > 0.0 && self.draw() < p {
+            self.rejected_locally.fetch_add(1, Ordering::Relaxed);
+            let level = self.server_level().map_or(LoadLevel::Normal, |(l, _)| l);
+            let rejected =
+                Rejected::new(RejectReason::BudgetExhausted, level).with_priority(priority);
+            self.record(false);
+            self.metrics.rejected(&rejected);
+            return Err(rejected);
+        }
+        Ok(())
+    }
+}
