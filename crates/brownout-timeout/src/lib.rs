@@ -1,3 +1,266 @@
-//! AdaptiveTimeout layer: deadlines from observed latency, scaled by the load level
+//! Adaptive timeouts: deadlines from observed latency, tightened as the load level rises and
+//! never longer than the caller is willing to wait.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brownout_core::{LoadLevel, LoadSignal, RejectReason, Rejected};
+//! use brownout_timeout::{AdaptiveTimeoutConfig, AdaptiveTimeoutLayer};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let config = AdaptiveTimeoutConfig::builder().initial(Duration::from_millis(100)).build().unwrap();
+//! let mut svc = AdaptiveTimeoutLayer::new(config)
+//!     .with_signal(LoadSignal::fixed(LoadLevel::Normal))
+//!     .without_caller_deadline()
+//!     .layer(service_fn(|ms: u64| async move {
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         Ok::<_, std::convert::Infallible>(ms)
+//!     }));
+//!
+//! assert_eq!(svc.ready().await.unwrap().call(20).await.unwrap(), 20);
+//! let err = svc.ready().await.unwrap().call(500).await.unwrap_err();
+//! assert_eq!(Rejected::find(&*err).unwrap().reason(), RejectReason::Timeout);
+//! # }
+//! ```
+//!
+//! # Why, and how it differs from `tower::timeout`
+//!
+//! `tower::timeout::Timeout` applies one fixed duration. Set it long and a slow dependency
+//! holds connections, memory and concurrency slots for the whole duration while the caller
+//! has long given up; set it short and it cuts healthy slow requests. [`AdaptiveTimeout`]
+//! derives the timeout from what the service actually does:
+//!
+//! ```text
+//! timeout(level) = clamp(multiplier × p(percentile), min, max) × timeout_scale[level]
+//! effective      = min(now + timeout(level), caller's deadline)
+//! ```
+//!
+//! - `p(percentile)` is the chosen percentile (default p99) of the latencies of the last
+//!   completed window (default 1 s) — `initial` until a window holds `min_samples`.
+//!   Samples go into a lock-free log-bucketed histogram (16 sub-buckets per power of two,
+//!   ≤ 6.25 % error, reported at the bucket's upper bound); the first completion after a
+//!   window ends sweeps it, recomputes the estimate and caches the per-level timeouts in
+//!   atomics. A request reads its timeout with one atomic load, never recomputes.
+//! - The timeout is scaled by [`Policy::timeout_scale`](brownout_core::Policy) at the
+//!   current level (1.0 / 0.75 / 0.5 / 0.33 / 0.17 by default): under load, give up sooner.
+//!   The `[min, max]` clamp bounds the estimate before scaling.
+//! - The caller's own deadline caps it ([`CallerDeadline`]; for http, a
+//!   [`Deadline`](brownout_core::Deadline) in extensions or a `grpc-timeout` header, malformed
+//!   values ignored). The effective deadline is written back into the request's extensions
+//!   (`Deadline::tighten`) so the handler and downstream calls see the remaining budget.
+//!
+//! ## What is learned
+//!
+//! Successful responses are samples. A request cut by the adaptive timer is a *censored*
+//! sample at its elapsed time (a lower bound), so when latency rises above the timeout the
+//! estimate grows by up to `multiplier` per window instead of staying stuck. Errors, caller
+//! deadlines and dropped futures teach nothing. Samples are only taken at levels whose scale
+//! is 1.0 (Normal by default): while the level shrinks the timeout, only the fastest
+//! requests finish, and learning from them would ratchet the estimate down to `min`.
+//!
+//! ## Edge cases
+//!
+//! - A caller deadline already passed, or a timeout of zero: immediate rejection, the inner
+//!   service is not called.
+//! - A timeout too large to add to `now` (e.g. `Duration::MAX` as `max` and `initial`) and no
+//!   caller deadline: no timer at all. No arithmetic here can overflow or panic.
+//! - The inner future ready at the same instant as the deadline: the response wins (the
+//!   inner future is polled first on every poll).
+//!
+//! # Cost
+//!
+//! The timer is created only if the inner future is pending on its first poll, inline in the
+//! [`ResponseFuture`] (no `Box`); a request answered at once creates no timer. Each request
+//! reads the clock twice (start and completion) and clones one `Arc`.
+//!
+//! # Cancel safety
+//!
+//! Dropping the response future drops the inner future and deregisters the timer; nothing
+//! else is held.
+//!
+//! # Errors
+//!
+//! `Error = BoxError`: a boxed [`Rejected`](brownout_core::Rejected) with reason `Timeout`
+//! (expired, deadline passed, or zero timeout), or the inner service's error, boxed.
+//!
+//! # Runtime
+//!
+//! Pending requests need a tokio runtime with the time driver enabled (as `tower::timeout`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod deadline;
+mod estimator;
+pub mod future;
+mod layer;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use brownout_core::telemetry::DecisionMetrics;
+use brownout_core::{BoxError, Deadline, LoadLevel, LoadSignal, RejectReason, Rejected};
+use tokio::time::Instant;
+use tower_service::Service;
+
+pub use crate::config::{AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig};
+pub use crate::deadline::{CallerDeadline, HttpDeadline, NoDeadline};
+use crate::estimator::Estimator;
+use crate::future::Ctx;
+pub use crate::future::ResponseFuture;
+pub use crate::layer::AdaptiveTimeoutLayer;
+
+/// State shared by every service of one layer and all their clones.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: AdaptiveTimeoutConfig,
+    estimator: Estimator,
+    metrics: DecisionMetrics,
+}
+
+impl Shared {
+    fn new(config: AdaptiveTimeoutConfig) -> Shared {
+        Shared {
+            config,
+            estimator: Estimator::new(config),
+            metrics: DecisionMetrics::new("timeout"),
+        }
+    }
+}
+
+/// Times requests out after an adaptive, level-scaled timeout capped by the caller's
+/// deadline; see the [crate docs](crate).
+pub struct AdaptiveTimeout<S, D = HttpDeadline> {
+    inner: S,
+    shared: Arc<Shared>,
+    signal: LoadSignal,
+    deadline: D,
+}
+
+brownout_core::impl_inner_access!(AdaptiveTimeout<S, D>);
+
+impl<S> AdaptiveTimeout<S, HttpDeadline> {
+    /// Wraps `inner` with `config`, a level fixed at `Normal` and [`HttpDeadline`]; see
+    /// [`AdaptiveTimeoutLayer`] for the other options.
+    pub fn new(inner: S, config: AdaptiveTimeoutConfig) -> Self {
+        AdaptiveTimeout {
+            inner,
+            shared: Arc::new(Shared::new(config)),
+            signal: LoadSignal::default(),
+            deadline: HttpDeadline::new(),
+        }
+    }
+}
+
+impl<S, D> AdaptiveTimeout<S, D> {
+    /// Reads the load level from `signal`.
+    #[must_use]
+    pub fn with_signal(mut self, signal: LoadSignal) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// Finds callers' deadlines with `deadline`.
+    pub fn caller_deadline<D2>(self, deadline: D2) -> AdaptiveTimeout<S, D2> {
+        AdaptiveTimeout {
+            inner: self.inner,
+            shared: self.shared,
+            signal: self.signal,
+            deadline,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AdaptiveTimeoutConfig {
+        &self.shared.config
+    }
+
+    /// The timeout a request arriving now would get (before any caller deadline);
+    /// `None` means no timer.
+    pub fn current_timeout(&self) -> Option<Duration> {
+        self.shared.estimator.timeout(self.signal.level())
+    }
+
+    /// The clamped latency estimate before level scaling (`initial` until enough samples);
+    /// `None` when unbounded.
+    pub fn estimate(&self) -> Option<Duration> {
+        self.shared.estimator.estimate()
+    }
+
+    #[cold]
+    fn reject_now(&self, level: LoadLevel) -> Rejected {
+        let rejected = Rejected::new(RejectReason::Timeout, level);
+        self.shared.metrics.rejected(&rejected);
+        tracing::trace!(target: "brownout::timeout", "deadline already passed: rejected");
+        rejected
+    }
+}
+
+impl<S: Clone, D: Clone> Clone for AdaptiveTimeout<S, D> {
+    fn clone(&self) -> Self {
+        AdaptiveTimeout {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            signal: self.signal.clone(),
+            deadline: self.deadline.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, D> fmt::Debug for AdaptiveTimeout<S, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveTimeout")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .field("current_timeout", &self.current_timeout())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, D, Req> Service<Req> for AdaptiveTimeout<S, D>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    D: CallerDeadline<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let level = self.signal.level();
+        let start = Instant::now();
+        let estimator = &self.shared.estimator;
+        // `None`: no timer (no timeout, or one too large to add to `start`).
+        let own = estimator.timeout(level).and_then(|t| start.checked_add(t));
+        let caller = self.deadline.caller_deadline(&req, start);
+        let (deadline, by_caller) = match (own, caller) {
+            (Some(own), Some(caller)) if caller < own => (Some(caller), true),
+            (Some(own), _) => (Some(own), false),
+            (None, caller) => (caller, caller.is_some()),
+        };
+        if let Some(deadline) = deadline {
+            if deadline <= start {
+                return ResponseFuture::rejected(self.reject_now(level));
+            }
+            self.deadline.propagate(&mut req, Deadline::at(deadline));
+        }
+        let learn = estimator.learns_at(level);
+        let ctx = Ctx {
+            shared: self.shared.clone(),
+            start,
+            level,
+            learn,
+            learn_timeout: learn && !by_caller,
+        };
+        ResponseFuture::running(self.inner.call(req), deadline, ctx)
+    }
+}

@@ -1,0 +1,188 @@
+//! The response future of [`AdaptiveTimeout`](crate::AdaptiveTimeout).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use brownout_core::{BoxError, LoadLevel, RejectReason, Rejected};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::Shared;
+
+pin_project! {
+    /// The future returned by [`AdaptiveTimeout`](crate::AdaptiveTimeout).
+    ///
+    /// The timer is created lazily: only when the inner future is not ready on a poll is a
+    /// `tokio::time::Sleep` created, stored inline (no `Box`) and registered. The inner
+    /// future is polled first on every poll, so when it is ready at the same instant as the
+    /// deadline, **the response wins**.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the inner future and the timer (deregistering it); the
+    /// layer holds nothing else. A dropped request is not recorded as a latency sample.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            fut: F,
+            #[pin]
+            timer: Timer,
+            ctx: Ctx,
+        },
+        Rejected {
+            rejected: Rejected,
+        },
+    }
+}
+
+pin_project! {
+    #[project = TimerProj]
+    enum Timer {
+        // Not yet created: the inner future has not been pending yet.
+        Unarmed { deadline: Instant },
+        Armed {
+            #[pin]
+            sleep: Sleep,
+        },
+        // Neither a timeout nor a caller deadline.
+        Never,
+    }
+}
+
+/// What the future needs to record its outcome.
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) start: Instant,
+    pub(crate) level: LoadLevel,
+    /// Record a success as a latency sample.
+    pub(crate) learn: bool,
+    /// Record an expiry as a (censored) latency sample: only when the adaptive timer fired,
+    /// not the caller's deadline.
+    pub(crate) learn_timeout: bool,
+}
+
+impl Ctx {
+    #[inline]
+    fn completed(&self, ok: bool) {
+        if ok && self.learn {
+            let now = Instant::now();
+            self.shared
+                .estimator
+                .record(now.saturating_duration_since(self.start), now);
+        }
+        self.shared.metrics.admitted(None, self.level);
+    }
+
+    #[cold]
+    fn expired(&self) -> Rejected {
+        if self.learn_timeout {
+            // The request took at least this long: a lower bound that lets the estimate
+            // grow when latency rises above the timeout (otherwise it could never learn).
+            let now = Instant::now();
+            self.shared
+                .estimator
+                .record(now.saturating_duration_since(self.start), now);
+        }
+        let rejected = Rejected::new(RejectReason::Timeout, self.level);
+        self.shared.metrics.rejected(&rejected);
+        rejected
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    #[inline]
+    pub(crate) fn running(fut: F, deadline: Option<Instant>, ctx: Ctx) -> Self {
+        let timer = match deadline {
+            Some(deadline) => Timer::Unarmed { deadline },
+            None => Timer::Never,
+        };
+        ResponseFuture {
+            state: State::Running { fut, timer, ctx },
+        }
+    }
+
+    #[inline]
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        ResponseFuture {
+            state: State::Rejected { rejected },
+        }
+    }
+
+    /// The rejection this future resolves to without calling the inner service, if the
+    /// request was refused at once (deadline already passed, or a zero timeout).
+    pub fn rejection(&self) -> Option<&Rejected> {
+        match &self.state {
+            State::Rejected { rejected } => Some(rejected),
+            State::Running { .. } => None,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (fut, mut timer, ctx) = match self.project().state.project() {
+            StateProj::Running { fut, timer, ctx } => (fut, timer, ctx),
+            StateProj::Rejected { rejected } => return Poll::Ready(Err(Box::new(*rejected))),
+        };
+        // The response first: it wins a tie with the deadline.
+        if let Poll::Ready(result) = fut.poll(cx) {
+            ctx.completed(result.is_ok());
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        match timer.as_mut().project() {
+            TimerProj::Never => return Poll::Pending,
+            TimerProj::Unarmed { deadline } => {
+                let deadline = *deadline;
+                timer.set(Timer::Armed {
+                    sleep: sleep_until(deadline),
+                });
+            }
+            TimerProj::Armed { .. } => {}
+        }
+        if let TimerProj::Armed { sleep } = timer.project() {
+            ready!(sleep.poll(cx));
+        }
+        Poll::Ready(Err(Box::new(ctx.expired())))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            State::Running { timer, ctx, .. } => {
+                let timer = match timer {
+                    Timer::Unarmed { .. } => "unarmed",
+                    Timer::Armed { .. } => "armed",
+                    Timer::Never => "none",
+                };
+                f.debug_struct("ResponseFuture::Running")
+                    .field("timer", &timer)
+                    .field("start", &ctx.start)
+                    .field("level", &ctx.level)
+                    .finish_non_exhaustive()
+            }
+            State::Rejected { rejected } => f
+                .debug_tuple("ResponseFuture::Rejected")
+                .field(rejected)
+                .finish(),
+        }
+    }
+}
