@@ -86,7 +86,8 @@ pin_project! {
             abort: Option<OwnedNotified>,
             // The waker `abort` was last polled with; re-polled only when it changes.
             registered: Option<Waker>,
-            guard: InFlight,
+            // Taken when the inner future resolves.
+            guard: Option<InFlight>,
         },
         Refused {
             rejected: Rejected,
@@ -102,7 +103,7 @@ impl<F> ResponseFuture<F> {
                 future,
                 abort: None,
                 registered: None,
-                guard,
+                guard: Some(guard),
             },
         }
     }
@@ -112,12 +113,6 @@ impl<F> ResponseFuture<F> {
             state: State::Refused { rejected },
         }
     }
-}
-
-enum Step<T> {
-    Ready(T),
-    Abort,
-    Refuse(Rejected),
 }
 
 /// Picks the abort shard for a request from the address of its (pinned) guard.
@@ -142,51 +137,57 @@ where
                 registered,
                 guard,
             } => {
+                let Some(slot) = guard.as_ref() else {
+                    panic!("brownout_shutdown::ResponseFuture polled after completion")
+                };
                 if let Poll::Ready(result) = future.poll(cx) {
-                    Step::Ready(result)
-                } else {
-                    let shared = &guard.shared;
-                    let mut fired = false;
-                    if abort.is_none() {
-                        // Created before reading `aborting`: an abort that happens after
-                        // the read is then seen by the poll below.
-                        let notify = shared.abort[shard_of(guard)].clone();
-                        abort.set(Some(notify.notified_owned()));
+                    // Settled in place: no move of the (large) state on the common path.
+                    if let Some(slot) = guard.take() {
+                        slot.complete();
                     }
-                    let stale = registered
-                        .as_ref()
-                        .is_none_or(|waker| !waker.will_wake(cx.waker()));
-                    if stale && let Some(notified) = abort.as_pin_mut() {
-                        if notified.poll(cx).is_ready() {
-                            fired = true;
-                        } else {
-                            *registered = Some(cx.waker().clone());
-                        }
-                    }
-                    if fired || shared.aborting.load(Ordering::SeqCst) {
-                        Step::Abort
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                let shared = &slot.shared;
+                let mut fired = false;
+                if abort.is_none() {
+                    // Created before reading `aborting`: an abort that happens after the
+                    // read is then seen by the poll below.
+                    let notify = shared.abort[shard_of(slot)].clone();
+                    abort.set(Some(notify.notified_owned()));
+                }
+                let stale = registered
+                    .as_ref()
+                    .is_none_or(|waker| !waker.will_wake(cx.waker()));
+                if stale && let Some(notified) = abort.as_pin_mut() {
+                    if notified.poll(cx).is_ready() {
+                        fired = true;
                     } else {
-                        return Poll::Pending;
+                        *registered = Some(cx.waker().clone());
                     }
                 }
+                if !fired && !shared.aborting.load(Ordering::SeqCst) {
+                    return Poll::Pending;
+                }
+                None
             }
-            StateProj::Refused { rejected } => Step::Refuse(*rejected),
+            StateProj::Refused { rejected } => Some(*rejected),
             StateProj::Done => panic!("brownout_shutdown::ResponseFuture polled after completion"),
         };
-        // Drop the inner future and settle the slot now, not when the caller drops us.
+        // Refused, or aborted: drop the inner future now, not when the caller drops us.
         let old = state.project_replace(State::Done);
         match (step, old) {
-            (Step::Ready(result), StateOwned::Running { guard, .. }) => {
-                guard.complete();
-                Poll::Ready(result.map_err(Into::into))
-            }
-            (Step::Abort, StateOwned::Running { guard, .. }) => {
-                let rejected = guard.shared.rejection();
-                guard.abort();
+            (Some(rejected), _) => Poll::Ready(Err(Box::new(rejected))),
+            (
+                None,
+                StateOwned::Running {
+                    guard: Some(slot), ..
+                },
+            ) => {
+                let rejected = slot.shared.rejection();
+                slot.abort();
                 Poll::Ready(Err(Box::new(Aborted::new(rejected))))
             }
-            (Step::Refuse(rejected), _) => Poll::Ready(Err(Box::new(rejected))),
-            (_, _) => unreachable!("a running step comes from the running state"),
+            (None, _) => unreachable!("only a running request is aborted"),
         }
     }
 }
