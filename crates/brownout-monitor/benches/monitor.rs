@@ -94,13 +94,43 @@ fn record_path(c: &mut Criterion) {
             one(&mut limited, &mut cx, n)
         })
     });
-    // Two threads sharing one monitor (contended in-flight counter and buckets).
-    group.bench_function("monitor_2_threads", |b| {
+    // Two threads sharing one monitor: counters striped per thread (default) or not.
+    let one_shard = Monitor::builder()
+        .record_shards(1)
+        .manual_ticks()
+        .build()
+        .expect("valid config");
+    let unstriped = one_shard.layer().layer(bare());
+    let limited_shared = ConcurrencyLimit::new(bare(), 1_000_000);
+    two_threads(&mut group, "monitor_2_threads_striped", &monitored);
+    two_threads(&mut group, "monitor_2_threads_1_shard", &unstriped);
+    two_threads(
+        &mut group,
+        "tower_concurrency_limit_2_threads",
+        &limited_shared,
+    );
+    two_threads(&mut group, "bare_2_threads", &bare_svc);
+    group.finish();
+    one_shard.tick_now();
+    // Keep the histogram from growing without bound between runs.
+    monitor.tick_now();
+}
+
+/// Each of two threads sends `iters` requests through its own clone of `svc`; reports wall
+/// time per request per thread.
+fn two_threads<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    svc: &S,
+) where
+    S: Service<u64, Response = u64> + Clone + Send,
+{
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             std::thread::scope(|s| {
                 for _ in 0..2 {
-                    let mut svc = monitored.clone();
+                    let mut svc = svc.clone();
                     s.spawn(move || {
                         let mut cx = Context::from_waker(Waker::noop());
                         for n in 0..iters {
@@ -112,9 +142,6 @@ fn record_path(c: &mut Criterion) {
             start.elapsed()
         })
     });
-    group.finish();
-    // Keep the histogram from growing without bound between runs.
-    monitor.tick_now();
 }
 
 fn histogram(c: &mut Criterion) {
@@ -157,5 +184,24 @@ fn histogram(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record_path, histogram);
+/// What the record path is made of, to explain its cost.
+fn components(c: &mut Criterion) {
+    let mut group = c.benchmark_group("components");
+    group.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
+    group.bench_function("std_instant_now", |b| b.iter(Instant::now));
+    let arc = std::sync::Arc::new(0u64);
+    group.bench_function("arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(std::sync::Arc::clone(&arc))))
+    });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    group.bench_function("atomic_inc_dec", |b| {
+        b.iter(|| {
+            black_box(&counter).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            black_box(&counter).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, record_path, histogram, components);
 criterion_main!(benches);

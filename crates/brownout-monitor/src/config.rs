@@ -78,6 +78,7 @@ pub struct MonitorBuilder {
     probe: Option<QueueProbe>,
     transitions: usize,
     manual_ticks: bool,
+    shards: Option<usize>,
 }
 
 impl Default for MonitorBuilder {
@@ -100,6 +101,7 @@ impl Default for MonitorBuilder {
             probe: None,
             transitions: DEFAULT_TRANSITIONS,
             manual_ticks: false,
+            shards: None,
         }
     }
 }
@@ -240,6 +242,14 @@ impl MonitorBuilder {
         self
     }
 
+    /// How many stripes the request-path counters are split into (rounded up to a power of
+    /// two). Threads record into different stripes, so they do not contend on one cache line;
+    /// each stripe costs 8 KiB. Default: the available parallelism, at most 16. At least 1.
+    pub fn record_shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
     /// Builds the monitor and spawns its tick task on the current tokio runtime.
     ///
     /// # Errors
@@ -281,6 +291,10 @@ impl MonitorBuilder {
         check::at_least("min_latency_samples", self.min_latency_samples as usize, 1)?;
         check::at_least("min_error_samples", self.min_error_samples as usize, 1)?;
         check::at_least("transitions_kept", self.transitions, 1)?;
+        let shards = match self.shards {
+            Some(shards) => check::at_least("record_shards", shards, 1)?.min(1024),
+            None => crate::recorder::default_shards(),
+        };
 
         let mut signals = Vec::new();
         let mut latency_objective = None;
@@ -369,6 +383,7 @@ impl MonitorBuilder {
             probe: self.probe.unwrap_or_default(),
             transitions: self.transitions,
             manual_ticks: self.manual_ticks,
+            shards,
             detector: DetectorConfig {
                 signals,
                 escalate_after: self.escalate_after,
@@ -406,5 +421,6 @@ pub(crate) struct Validated {
     pub(crate) probe: QueueProbe,
     pub(crate) transitions: usize,
     pub(crate) manual_ticks: bool,
+    pub(crate) shards: usize,
     pub(crate) detector: DetectorConfig,
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::outcome::{ClassifyOutcome, Outcome};
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Shard};
 
 /// Counts one request in flight from `call` until it completes or is dropped.
 ///
@@ -19,17 +19,18 @@ use crate::recorder::Recorder;
 /// went away, a timeout fired, the inner future panicked) counts the request as cancelled and
 /// records no latency sample.
 pub(crate) struct InFlight {
-    recorder: Arc<Recorder>,
+    shard: Arc<Shard>,
     start: Instant,
     completed: bool,
 }
 
 impl InFlight {
     #[inline]
-    pub(crate) fn start(recorder: &Arc<Recorder>) -> InFlight {
-        recorder.in_flight.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn start(recorder: &Recorder) -> InFlight {
+        let shard = recorder.shard();
+        shard.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
-            recorder: recorder.clone(),
+            shard: shard.clone(),
             start: Instant::now(),
             completed: false,
         }
@@ -37,10 +38,10 @@ impl InFlight {
 
     #[inline]
     fn complete(mut self, outcome: Outcome) {
-        let recorder = &self.recorder;
-        recorder.histogram.record(self.start.elapsed());
+        let shard = &self.shard;
+        shard.histogram.record(self.start.elapsed());
         if outcome == Outcome::Failure {
-            recorder.failures.fetch_add(1, Ordering::Relaxed);
+            shard.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.completed = true;
     }
@@ -49,9 +50,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.completed {
-            self.recorder.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.shard.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        self.recorder.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -96,16 +96,21 @@ impl LatencyHistogram {
     /// Samples recorded concurrently land either in this drain or in the next one; none is
     /// lost or counted twice.
     pub fn drain_into(&self, into: &mut HistogramCounts) {
-        into.total = 0;
+        into.clear();
+        self.drain_add_into(into);
+    }
+
+    /// Like [`drain_into`](Self::drain_into), but adds to the counts already in `into`
+    /// (to merge several histograms, e.g. per-thread stripes).
+    pub fn drain_add_into(&self, into: &mut HistogramCounts) {
         for (bucket, slot) in self.buckets.iter().zip(into.counts.iter_mut()) {
             // A load first: most buckets are empty, and a load does not take the cache line
             // away from recording threads.
-            *slot = if bucket.load(Ordering::Relaxed) == 0 {
-                0
-            } else {
-                bucket.swap(0, Ordering::Relaxed)
-            };
-            into.total += *slot;
+            if bucket.load(Ordering::Relaxed) != 0 {
+                let count = bucket.swap(0, Ordering::Relaxed);
+                *slot += count;
+                into.total += count;
+            }
         }
     }
 
@@ -145,6 +150,12 @@ impl HistogramCounts {
             counts: vec![0; BUCKETS].into_boxed_slice(),
             total: 0,
         }
+    }
+
+    /// Resets every count to zero.
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+        self.total = 0;
     }
 
     /// The number of samples.

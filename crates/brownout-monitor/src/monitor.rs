@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -114,7 +113,7 @@ impl Monitor {
         let pressure = vec![None; config.sources.len()];
         let now = Instant::now();
         let control = Arc::new(Control {
-            recorder: Arc::new(Recorder::new()),
+            recorder: Arc::new(Recorder::new(config.shards)),
             publisher,
             probe: config.probe,
             sources: config.sources,
@@ -219,6 +218,7 @@ impl fmt::Debug for Monitor {
             .field("level", &self.signal.level())
             .field("interval", &self.control.interval)
             .field("background_task", &self.task.is_some())
+            .field("record_shards", &self.control.recorder.shards())
             .finish_non_exhaustive()
     }
 }
@@ -247,11 +247,11 @@ impl Control {
         let state = &mut *state;
         let recorder = &self.recorder;
 
-        recorder.histogram.drain_into(&mut state.counts);
+        let drained = recorder.drain(&mut state.counts);
         let completed = state.counts.count();
-        let failures = recorder.failures.swap(0, Ordering::Relaxed);
-        state.cancelled = recorder.cancelled.swap(0, Ordering::Relaxed);
-        state.in_flight = recorder.in_flight.load(Ordering::Relaxed);
+        let failures = drained.failures;
+        state.cancelled = drained.cancelled;
+        state.in_flight = drained.in_flight;
         state.completed = completed;
         state.failures = failures;
         state.quantiles = state.counts.quantiles();
@@ -326,7 +326,7 @@ impl Control {
             since: state.detector.since(),
             forced: self.publisher.forced(),
             signals: state.detector.readings().to_vec(),
-            in_flight: self.recorder.in_flight.load(Ordering::Relaxed),
+            in_flight: self.recorder.in_flight(),
             latency: state.quantiles,
             completed: state.completed,
             failures: state.failures,

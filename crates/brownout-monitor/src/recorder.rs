@@ -1,21 +1,32 @@
-//! The counters the hot path writes and the detector drains.
+//! The counters the hot path writes and the detector drains, striped across shards.
+//!
+//! Each thread records into one shard (picked once per thread, round robin), so threads on
+//! different shards never write the same cache line: not the histogram buckets, not the
+//! in-flight and failure counters, not even the reference count the response future holds.
+//! The tick sums the shards.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::histogram::LatencyHistogram;
+use crate::histogram::{HistogramCounts, LatencyHistogram};
 
-/// Shared by every clone of every [`MonitorService`](crate::MonitorService) of one monitor.
-pub(crate) struct Recorder {
+/// Most shards a recorder uses by default (8 KiB of histogram each).
+const MAX_DEFAULT_SHARDS: usize = 16;
+
+/// One stripe of counters. Aligned so that two shards never share a cache line (128 bytes
+/// covers adjacent-line prefetching).
+#[repr(align(128))]
+pub(crate) struct Shard {
     pub(crate) histogram: LatencyHistogram,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) failures: AtomicU64,
     pub(crate) cancelled: AtomicU64,
 }
 
-impl Recorder {
-    pub(crate) fn new() -> Recorder {
-        Recorder {
+impl Shard {
+    fn new() -> Shard {
+        Shard {
             histogram: LatencyHistogram::new(),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
@@ -24,12 +35,125 @@ impl Recorder {
     }
 }
 
+/// Shared by every clone of every [`MonitorService`](crate::MonitorService) of one monitor.
+pub(crate) struct Recorder {
+    shards: Box<[Arc<Shard>]>,
+    mask: usize,
+}
+
+/// What one drain of the recorder found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Drained {
+    pub(crate) failures: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) in_flight: usize,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The default number of shards: the available parallelism, rounded up to a power of two,
+/// at most 16.
+pub(crate) fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DEFAULT_SHARDS)
+        .next_power_of_two()
+}
+
+impl Recorder {
+    /// A recorder with `shards` stripes (rounded up to a power of two, at least 1).
+    pub(crate) fn new(shards: usize) -> Recorder {
+        let shards = shards.max(1).next_power_of_two();
+        Recorder {
+            shards: (0..shards).map(|_| Arc::new(Shard::new())).collect(),
+            mask: shards - 1,
+        }
+    }
+
+    /// The shard of the calling thread.
+    #[inline]
+    pub(crate) fn shard(&self) -> &Arc<Shard> {
+        let index = if self.mask == 0 {
+            0
+        } else {
+            THREAD_INDEX.try_with(|i| *i).unwrap_or(0) & self.mask
+        };
+        &self.shards[index]
+    }
+
+    /// Requests in flight now, over all shards.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Moves every shard's latency counts into `counts` and resets the failure and
+    /// cancellation counters.
+    pub(crate) fn drain(&self, counts: &mut HistogramCounts) -> Drained {
+        counts.clear();
+        let mut drained = Drained::default();
+        for shard in self.shards.iter() {
+            shard.histogram.drain_add_into(counts);
+            drained.failures += shard.failures.swap(0, Ordering::Relaxed);
+            drained.cancelled += shard.cancelled.swap(0, Ordering::Relaxed);
+            drained.in_flight += shard.in_flight.load(Ordering::Relaxed);
+        }
+        drained
+    }
+
+    /// The number of shards.
+    pub(crate) fn shards(&self) -> usize {
+        self.shards.len()
+    }
+}
+
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recorder")
-            .field("in_flight", &self.in_flight)
-            .field("failures", &self.failures)
-            .field("cancelled", &self.cancelled)
+            .field("shards", &self.shards.len())
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn shards_are_summed_and_threads_spread_over_them() {
+        let recorder = Recorder::new(3);
+        assert_eq!(recorder.shards(), 4);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let shard = recorder.shard();
+                    for _ in 0..100 {
+                        shard.histogram.record(Duration::from_micros(50));
+                    }
+                    shard.failures.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+        let used = recorder
+            .shards
+            .iter()
+            .filter(|s| s.failures.load(Ordering::Relaxed) > 0)
+            .count();
+        assert!(used > 1, "8 threads all landed on one shard");
+        let mut counts = HistogramCounts::new();
+        let drained = recorder.drain(&mut counts);
+        assert_eq!(counts.count(), 800);
+        assert_eq!(drained.failures, 8);
+        assert_eq!(recorder.drain(&mut counts).failures, 0);
+        assert_eq!(counts.count(), 0);
+        assert!(default_shards().is_power_of_two());
     }
 }
