@@ -29,6 +29,8 @@ pub use brownout_core::*;
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod toggle;
 
 pub use toggle::{Toggle, ToggleFuture, ToggleHandle, ToggleLayer};

@@ -1,0 +1,92 @@
+//! The gRPC (tonic) integration: answer rejections with the gRPC status a client's retry
+//! policy understands, classify calls from metadata, and carry the caller's `grpc-timeout`.
+//!
+//! # Why
+//!
+//! brownout layers refuse work with a [`Rejected`](brownout_core::Rejected) boxed into
+//! `BoxError`. tonic's server only turns a `tonic::Status` error into a gRPC status; any
+//! other error from a layer resets the HTTP/2 stream, which a client reports as a transport
+//! failure (`UNKNOWN` / `INTERNAL`), with no pushback and nothing telling it that retrying
+//! elsewhere is safe. [`GrpcRejectionLayer`] sits on top of the stack and answers instead
+//! with a *trailers-only* gRPC response (HTTP 200, `content-type: application/grpc`, the
+//! status in the headers, empty body):
+//!
+//! | rejection reason | `grpc-status` |
+//! |---|---|
+//! | shed, queue full, queue timeout, circuit open, shutting down, budget exhausted | `UNAVAILABLE` (14) |
+//! | rate limited | `RESOURCE_EXHAUSTED` (8) |
+//! | timeout | `DEADLINE_EXCEEDED` (4) |
+//! | any other error | `UNKNOWN` (2), nothing leaked |
+//! | a panic | `INTERNAL` (13), nothing leaked |
+//!
+//! Every rejection also carries `grpc-message` (the reason, percent-encoded as gRPC
+//! requires), `grpc-retry-pushback-ms` when the layer knows the `retry_after` (gRFC A6:
+//! grpc-go, grpc-java and brownout-retry wait that long before retrying), and
+//! `x-load-level`. All three reach a tonic client as `Status::metadata()`.
+//!
+//! Unlike the http flavour ([`RejectionResponseLayer`](crate::http::RejectionResponseLayer)),
+//! no `Connection: close` is sent while shutting down: HTTP/2 forbids connection headers;
+//! tonic's `serve_with_shutdown` sends GOAWAY instead.
+//!
+//! # Priority and deadline from metadata
+//!
+//! gRPC metadata are HTTP/2 headers and a tonic server's layers see `http::Request`s, so the
+//! http building blocks apply unchanged:
+//!
+//! - [`HttpClassifier`](crate::http::HttpClassifier) reads the class from the `x-priority`
+//!   metadata (`critical|high|medium|low|background|0-4`; a tonic client sets it with
+//!   `request.metadata_mut().insert("x-priority", "low".parse()?)`). Route rules match the
+//!   gRPC path `/package.Service/Method`, e.g. `.route("/grpc.health.v1.Health/Check",
+//!   Priority::Critical)`; cap what clients may claim with `max_from_headers`. Store the
+//!   class once with [`ClassifyLayer`](brownout_core::ClassifyLayer), so the shed and
+//!   admission layers (default classifier `FromExtensions`) agree on it.
+//! - [`DeadlineLayer::grpc_timeout()`](crate::http::DeadlineLayer::grpc_timeout) turns the
+//!   caller's `grpc-timeout` into a [`Deadline`](brownout_core::Deadline) in the request's
+//!   extensions, so an admission queue never serves a call whose caller has given up.
+//!   (tonic itself also cancels the call when `grpc-timeout` expires.)
+//!
+//! # Wiring with tonic
+//!
+//! ```text
+//! let monitor = Monitor::builder().build()?;
+//! let shutdown = Shutdown::builder().load_signal(monitor.signal()).build()?;
+//! Server::builder()
+//!     .layer(GrpcRejectionLayer::new().with_level_header(monitor.signal())) // outermost
+//!     .layer(shutdown.layer())
+//!     .layer(ClassifyLayer::new(HttpClassifier::default()))
+//!     .layer(DeadlineLayer::grpc_timeout().max(Duration::from_secs(30)))
+//!     .layer(monitor.layer())
+//!     .layer(LoadShedLayer::default().with_signal(monitor.signal()))
+//!     .add_service(GreeterServer::new(greeter))
+//!     .serve_with_shutdown(addr, shutdown.triggered())
+//!     .await?;
+//! ```
+//!
+//! `examples/tonic-greeter` in the repository runs this stack end to end.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brownout::grpc::{GrpcCode, code_for, rejection_response};
+//! use brownout::{LoadLevel, RejectReason, Rejected};
+//!
+//! assert_eq!(code_for(RejectReason::Shed), GrpcCode::Unavailable);
+//! let limited = Rejected::new(RejectReason::RateLimited, LoadLevel::Elevated)
+//!     .with_retry_after(Duration::from_millis(200));
+//! let response: http::Response<()> = rejection_response(&limited);
+//! assert_eq!(response.headers()["grpc-status"], "8");
+//! assert_eq!(response.headers()["grpc-retry-pushback-ms"], "200");
+//! ```
+
+mod future;
+mod layer;
+mod status;
+
+pub use future::ResponseFuture;
+pub use layer::{GrpcRejection, GrpcRejectionLayer};
+pub use status::{
+    GRPC_MESSAGE_HEADER, GRPC_STATUS_HEADER, GrpcCode, MAX_PUSHBACK_MS, RETRY_PUSHBACK_HEADER,
+    code_for, error_response, panic_response, pushback_ms, rejection_response,
+};
+
+#[cfg(test)]
+mod tests;
