@@ -19,7 +19,8 @@ impl Shutdown {
     /// # Panics
     ///
     /// Outside a tokio runtime. If the runtime has no I/O driver (`enable_io`/`enable_all`),
-    /// the signal handler cannot be installed: the task logs an error and ends.
+    /// the signal handlers cannot be installed: the task logs an error and ends (the
+    /// shutdown can still be triggered programmatically).
     ///
     /// ```no_run
     /// # #[tokio::main] async fn main() {
@@ -58,9 +59,17 @@ impl Shutdown {
 
 #[cfg(unix)]
 async fn next_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    // tokio panics when the runtime has no I/O driver; report that as an error instead.
+    let install = |kind: SignalKind| -> std::io::Result<Signal> {
+        std::panic::catch_unwind(|| signal(kind)).unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the tokio runtime has no I/O driver (enable_io / enable_all)",
+            ))
+        })
+    };
+    let mut term = install(SignalKind::terminate())?;
+    let mut interrupt = install(SignalKind::interrupt())?;
     poll_fn(|cx| {
         if term.poll_recv(cx).is_ready() {
             return Poll::Ready(Ok("SIGTERM"));

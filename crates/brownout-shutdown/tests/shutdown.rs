@@ -869,3 +869,17 @@ fn readiness_maps_to_status_codes() {
         http::StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[cfg(all(feature = "signal", unix))]
+#[test]
+fn signal_listener_without_an_io_driver_ends_without_triggering() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals().await.unwrap();
+        assert!(!shutdown.is_triggered());
+    });
+}
