@@ -27,10 +27,31 @@
 
 pub use brownout_core::*;
 
-#[cfg(feature = "http")]
-pub mod http;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
+mod optional;
+#[cfg(feature = "stack")]
+mod stack;
 mod toggle;
 
-pub use toggle::{Toggle, ToggleFuture, ToggleHandle, ToggleLayer};
+pub use optional::{Optional, OptionalFuture};
+#[cfg(feature = "stack")]
+pub use stack::{Brownout, BrownoutBuilder, BrownoutLayer, BrownoutService};
+pub use toggle::{Toggle, ToggleHandle, ToggleLayer};
+
+#[cfg(feature = "admission")]
+pub use brownout_admission as admission;
+#[cfg(feature = "breaker")]
+pub use brownout_breaker as breaker;
+#[cfg(feature = "monitor")]
+pub use brownout_monitor as monitor;
+#[cfg(feature = "retry")]
+pub use brownout_retry as retry;
+#[cfg(feature = "shed")]
+pub use brownout_shed as shed;
+#[cfg(feature = "shutdown")]
+pub use brownout_shutdown as shutdown;
+#[cfg(feature = "timeout")]
+pub use brownout_timeout as timeout;

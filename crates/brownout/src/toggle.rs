@@ -1,16 +1,15 @@
 //! Switching a layer on and off at run time, without a restart.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use brownout_core::BoxError;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::OptionalFuture;
 
 /// A switch shared by every service a [`ToggleLayer`] builds; flip it from an admin endpoint
 /// or a config watcher.
@@ -154,7 +153,7 @@ where
 {
     type Response = T::Response;
     type Error = BoxError;
-    type Future = ToggleFuture<T::Future, S::Future>;
+    type Future = OptionalFuture<T::Future, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let enabled = *self.chosen.get_or_insert_with(|| self.handle.is_enabled());
@@ -176,51 +175,8 @@ where
             .take()
             .unwrap_or_else(|| self.handle.is_enabled())
         {
-            true => ToggleFuture {
-                path: Path::Layered {
-                    future: self.layered.call(req),
-                },
-            },
-            false => ToggleFuture {
-                path: Path::Bypass {
-                    future: self.bypass.call(req),
-                },
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Toggle`].
-    #[derive(Debug)]
-    pub struct ToggleFuture<A, B> {
-        #[pin]
-        path: Path<A, B>,
-    }
-}
-
-pin_project! {
-    #[project = PathProj]
-    #[derive(Debug)]
-    enum Path<A, B> {
-        Layered { #[pin] future: A },
-        Bypass { #[pin] future: B },
-    }
-}
-
-impl<A, B, R, EA, EB> Future for ToggleFuture<A, B>
-where
-    A: Future<Output = Result<R, EA>>,
-    B: Future<Output = Result<R, EB>>,
-    EA: Into<BoxError>,
-    EB: Into<BoxError>,
-{
-    type Output = Result<R, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().path.project() {
-            PathProj::Layered { future } => future.poll(cx).map_err(Into::into),
-            PathProj::Bypass { future } => future.poll(cx).map_err(Into::into),
+            true => OptionalFuture::layered(self.layered.call(req)),
+            false => OptionalFuture::bypassed(self.bypass.call(req)),
         }
     }
 }
