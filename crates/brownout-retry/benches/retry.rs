@@ -5,7 +5,9 @@
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use brownout_core::BoxError;
 use brownout_retry::hedge::{HedgeConfig, HedgeLayer};
@@ -14,6 +16,7 @@ use brownout_retry::{RetryConfig, RetryLayer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
 use tower_service::Service;
 
 /// An always-ready service answering at once.
@@ -50,6 +53,28 @@ impl Policy<u64, u64, BoxError> for Trivial {
     }
 }
 
+/// tower's `Retry` with its own `TpsBudget`: a deposit per request, a withdrawal per retry.
+#[derive(Clone)]
+struct TpsPolicy(Arc<TpsBudget>);
+
+impl Policy<u64, u64, BoxError> for TpsPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, BoxError>) -> Option<Ready<()>> {
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
 /// Calls `svc` once and polls the (immediately ready) future to completion.
 fn call_once<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) {
     assert!(svc.poll_ready(cx).is_ready());
@@ -72,6 +97,13 @@ fn success_path(c: &mut Criterion) {
     let mut tower_retry = tower::retry::Retry::new(Trivial, Echo);
     group.bench_function("tower_retry_trivial_policy", |b| {
         b.iter(|| call_once(&mut tower_retry, &mut cx, black_box(1)))
+    });
+    let mut tower_budget = tower::retry::Retry::new(
+        TpsPolicy(Arc::new(TpsBudget::new(Duration::from_secs(10), 1, 0.1))),
+        Echo,
+    );
+    group.bench_function("tower_retry_tps_budget", |b| {
+        b.iter(|| call_once(&mut tower_budget, &mut cx, black_box(1)))
     });
     let mut ours = RetryLayer::new(RetryConfig::builder().seed(1).build().unwrap()).layer(Echo);
     group.bench_function("brownout_retry_with_budget", |b| {

@@ -179,8 +179,12 @@ impl Inner {
     #[inline]
     fn slot(&self) -> usize {
         let elapsed = Instant::now().saturating_duration_since(self.start);
-        let epoch = u64::try_from(elapsed.as_nanos() / u128::from(self.slot_nanos.max(1)))
-            .unwrap_or(u64::MAX);
+        // u64 arithmetic (a u128 division costs more than the rest of the deposit).
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let epoch = nanos / self.slot_nanos.max(1);
         if epoch != self.epoch.load(Ordering::Acquire) {
             self.rotate(epoch);
         }

@@ -64,7 +64,7 @@ use crate::request::{AnyRequest, ByClone, CloneRequest, RequestInfo};
 /// The number of recent success latencies kept for the percentile.
 const SAMPLES: usize = 256;
 /// The percentile is recomputed every this many samples.
-const RECOMPUTE_EVERY: u64 = 16;
+const RECOMPUTE_EVERY: u64 = 128;
 const NONE: u64 = u64::MAX;
 
 /// When the hedge is sent.
@@ -431,16 +431,14 @@ where
             Some(_) if shared.requests.is_idempotent(&req) => shared.cloner.clone_request(&req),
             _ => None,
         };
-        let sleep = match (&copy, delay) {
-            (Some(_), Some(delay)) => Some(tokio::time::sleep(delay)),
-            _ => None,
-        };
+        let delay = if copy.is_some() { delay } else { None };
         let service = self.inner.clone();
         let primary = self.inner.call(req);
         HedgeFuture {
             primary: Some(primary),
             hedge: None,
-            sleep,
+            sleep: None,
+            delay,
             service,
             copy,
             start: Instant::now(),
@@ -466,6 +464,9 @@ pin_project! {
         hedge: Option<S::Future>,
         #[pin]
         sleep: Option<Sleep>,
+        // The hedge delay, turned into `sleep` only once the primary is pending (a primary
+        // that answers at once costs no timer).
+        delay: Option<Duration>,
         service: S,
         copy: Option<Req>,
         start: Instant,
@@ -499,6 +500,7 @@ where
             }
             // The primary failed while the hedge runs: do not hedge again, wait for it.
             this.sleep.set(None);
+            *this.delay = None;
         }
 
         if let Some(future) = this.hedge.as_mut().as_pin_mut()
@@ -514,6 +516,15 @@ where
             }
             if success || this.primary.is_none() {
                 return Poll::Ready(result);
+            }
+        }
+
+        if let Some(delay) = this.delay.take()
+            && this.primary.is_some()
+        {
+            // A delay too large to represent means "never hedge".
+            if let Some(at) = this.start.checked_add(delay) {
+                this.sleep.set(Some(tokio::time::sleep_until(at)));
             }
         }
 

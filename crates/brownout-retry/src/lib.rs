@@ -91,7 +91,7 @@ pub use request::{
 pub use shared::RetryStats;
 
 use crate::future::ResponseFuture;
-use crate::shared::{NoCopy, Shared, State};
+use crate::shared::{NoCopy, Shared};
 
 /// Retries failed requests within a budget, with jittered back-off, never at a high load
 /// level and never past the caller's deadline. See the [crate docs](crate).
@@ -181,7 +181,6 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        count(&shared.state);
         if let Some(budget) = &shared.config.budget {
             budget.deposit();
         }
@@ -200,11 +199,4 @@ where
         let future = self.inner.call(req);
         ResponseFuture::new(future, service, copy, deadline, self.shared.clone())
     }
-}
-
-#[inline]
-fn count(state: &State) {
-    state
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

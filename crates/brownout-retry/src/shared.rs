@@ -16,7 +16,6 @@ use crate::config::RetryConfig;
 /// Counters shared by every service a [`RetryLayer`](crate::RetryLayer) builds.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) requests: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) budget_exhausted: AtomicU64,
     pub(crate) suppressed_by_level: AtomicU64,
@@ -32,7 +31,6 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new() -> State {
         State {
-            requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             budget_exhausted: AtomicU64::new(0),
             suppressed_by_level: AtomicU64::new(0),
@@ -49,7 +47,6 @@ impl State {
     pub(crate) fn stats(&self) -> RetryStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RetryStats {
-            requests: get(&self.requests),
             retries: get(&self.retries),
             budget_exhausted: get(&self.budget_exhausted),
             suppressed_by_level: get(&self.suppressed_by_level),
@@ -62,12 +59,11 @@ impl State {
     }
 }
 
-/// What a retry layer did so far, over all its clones.
+/// What a retry layer did so far, over all its clones. (Requests are not counted here, to
+/// keep a shared counter off the success path; the budget and the `metrics` facade see them.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryStats {
-    /// Requests received (first attempts).
-    pub requests: u64,
     /// Retries made.
     pub retries: u64,
     /// Retries refused because the budget was spent.
@@ -84,13 +80,6 @@ pub struct RetryStats {
     pub deadline: u64,
     /// Retries refused because the server asked to wait longer than `max_retry_after`.
     pub retry_after_too_long: u64,
-}
-
-impl RetryStats {
-    /// Attempts made: first attempts plus retries.
-    pub fn attempts(&self) -> u64 {
-        self.requests + self.retries
-    }
 }
 
 /// The configuration and strategies of one retry service, shared by its clones.

@@ -24,6 +24,9 @@ pub(crate) struct ThrottleState {
     bucket_nanos: u64,
     /// Per bucket: requests in the high 32 bits, accepts in the low 32 bits.
     buckets: Box<[AtomicU64]>,
+    /// The sum of the buckets (same packing), so the probability is one load.
+    /// Invariant: `total = Σ buckets + additions in flight` (added to `total` first).
+    total: AtomicU64,
     epoch: AtomicU64,
     rotate: Mutex<()>,
     level: AtomicU8,
@@ -43,6 +46,7 @@ impl ThrottleState {
             start: Instant::now(),
             bucket_nanos: bucket_nanos.max(1),
             buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            total: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             rotate: Mutex::new(()),
             level: AtomicU8::new(NO_LEVEL),
@@ -57,7 +61,10 @@ impl ThrottleState {
 
     fn now_nanos(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.start);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
     }
 
     fn bucket(&self) -> usize {
@@ -78,7 +85,10 @@ impl ThrottleState {
         let n = self.buckets.len() as u64;
         let steps = (epoch - seen).min(n);
         for step in 1..=steps {
-            self.buckets[((epoch - steps + step) % n) as usize].store(0, Ordering::Relaxed);
+            let expired =
+                self.buckets[((epoch - steps + step) % n) as usize].swap(0, Ordering::AcqRel);
+            // Both halves of `total` are at least those of any bucket: no borrow across halves.
+            self.total.fetch_sub(expired, Ordering::AcqRel);
         }
         self.epoch.store(epoch, Ordering::Release);
     }
@@ -87,16 +97,17 @@ impl ThrottleState {
     pub(crate) fn record(&self, accepted: bool) {
         let add = if accepted { REQUEST + ACCEPT } else { REQUEST };
         let bucket = self.bucket();
-        self.buckets[bucket].fetch_add(add, Ordering::Relaxed);
+        // Total first: a rotation racing with this addition then subtracts no more than
+        // the total holds.
+        self.total.fetch_add(add, Ordering::AcqRel);
+        self.buckets[bucket].fetch_add(add, Ordering::AcqRel);
     }
 
     /// Requests and accepts over the window.
     pub(crate) fn totals(&self) -> (u64, u64) {
         self.bucket();
-        self.buckets.iter().fold((0, 0), |(r, a), b| {
-            let v = b.load(Ordering::Relaxed);
-            (r + (v >> 32), a + (v & 0xFFFF_FFFF))
-        })
+        let v = self.total.load(Ordering::Acquire);
+        (v >> 32, v & 0xFFFF_FFFF)
     }
 
     /// `max(0, (requests − K·accepts) / (requests + 1))`.
