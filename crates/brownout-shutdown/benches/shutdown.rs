@@ -119,6 +119,20 @@ fn pass_through(c: &mut Criterion) {
     });
     group.finish();
     assert_eq!(shutdown.in_flight(), 0);
+
+    // After the trigger: every request is refused with a boxed `Rejected`.
+    let mut group = c.benchmark_group("refused_after_trigger");
+    let mut bare = Instant;
+    group.bench_function("baseline_bare_service", |b| {
+        b.iter(|| round_trip(&mut bare, black_box(7)))
+    });
+    let stopped = Shutdown::new();
+    stopped.trigger();
+    let mut refused = ShutdownGuard::new(Instant, &stopped);
+    group.bench_function("brownout_ShutdownGuard_refused", |b| {
+        b.iter(|| round_trip(&mut refused, black_box(7)))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, pass_through);
