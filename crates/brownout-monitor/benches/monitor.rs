@@ -13,7 +13,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use brownout_monitor::{LatencyHistogram, Monitor};
+use brownout_monitor::{LatencyClock, LatencyHistogram, Monitor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::limit::ConcurrencyLimit;
@@ -66,9 +66,16 @@ fn record_path(c: &mut Criterion) {
     let mut bare_svc = bare();
     let mut monitored = monitor.layer().layer(bare());
     let mut limited = ConcurrencyLimit::new(bare(), 1_000_000);
+    let tsc_monitor = Monitor::builder()
+        .latency_clock(LatencyClock::Tsc)
+        .manual_ticks()
+        .build()
+        .expect("valid config");
+    let mut monitored_tsc = tsc_monitor.layer().layer(bare());
 
     allocations_per_request("bare", &mut bare_svc);
     allocations_per_request("monitor", &mut monitored);
+    allocations_per_request("monitor_tsc", &mut monitored_tsc);
     allocations_per_request("tower_concurrency_limit", &mut limited);
 
     let mut group = c.benchmark_group("record_path");
@@ -85,6 +92,13 @@ fn record_path(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             one(&mut monitored, &mut cx, n)
+        })
+    });
+    group.bench_function("monitor_tsc_clock", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            one(&mut monitored_tsc, &mut cx, n)
         })
     });
     group.bench_function("tower_concurrency_limit", |b| {
@@ -104,6 +118,7 @@ fn record_path(c: &mut Criterion) {
     let limited_shared = ConcurrencyLimit::new(bare(), 1_000_000);
     two_threads(&mut group, "monitor_2_threads_striped", &monitored);
     two_threads(&mut group, "monitor_2_threads_1_shard", &unstriped);
+    two_threads(&mut group, "monitor_tsc_2_threads_striped", &monitored_tsc);
     two_threads(
         &mut group,
         "tower_concurrency_limit_2_threads",
@@ -112,6 +127,7 @@ fn record_path(c: &mut Criterion) {
     two_threads(&mut group, "bare_2_threads", &bare_svc);
     group.finish();
     one_shard.tick_now();
+    tsc_monitor.tick_now();
     // Keep the histogram from growing without bound between runs.
     monitor.tick_now();
 }
@@ -189,6 +205,23 @@ fn components(c: &mut Criterion) {
     let mut group = c.benchmark_group("components");
     group.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     group.bench_function("std_instant_now", |b| b.iter(Instant::now));
+    group.bench_function("tokio_instant_now_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(move || {
+                        for _ in 0..iters {
+                            black_box(tokio::time::Instant::now());
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    let clock = quanta::Clock::new();
+    group.bench_function("quanta_raw", |b| b.iter(|| clock.raw()));
     let arc = std::sync::Arc::new(0u64);
     group.bench_function("arc_clone_drop", |b| {
         b.iter(|| drop(black_box(std::sync::Arc::clone(&arc))))

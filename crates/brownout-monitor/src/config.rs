@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::Monitor;
 use crate::detector::{Detector, DetectorConfig, SignalSpec, Source};
+use crate::recorder::LatencyClock;
 
 /// Default tick interval: 100 ms.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
@@ -50,6 +51,8 @@ pub const DEFAULT_TRANSITIONS: usize = 32;
 /// | queue depth, in-flight | off |
 /// | CPU / memory (feature `system`) | off; `system_pressure()`: 50 / 65 / 80 / 90 % |
 /// | transitions kept | 32 |
+/// | latency clock | `LatencyClock::Tokio` (pausable) |
+/// | record shards | available parallelism, ≤ 16 |
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,6 +82,7 @@ pub struct MonitorBuilder {
     transitions: usize,
     manual_ticks: bool,
     shards: Option<usize>,
+    clock: LatencyClock,
 }
 
 impl Default for MonitorBuilder {
@@ -102,6 +106,7 @@ impl Default for MonitorBuilder {
             transitions: DEFAULT_TRANSITIONS,
             manual_ticks: false,
             shards: None,
+            clock: LatencyClock::Tokio,
         }
     }
 }
@@ -250,6 +255,12 @@ impl MonitorBuilder {
         self
     }
 
+    /// The clock that times requests (default [`LatencyClock::Tokio`], pausable).
+    pub fn latency_clock(mut self, clock: LatencyClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Builds the monitor and spawns its tick task on the current tokio runtime.
     ///
     /// # Errors
@@ -384,6 +395,7 @@ impl MonitorBuilder {
             transitions: self.transitions,
             manual_ticks: self.manual_ticks,
             shards,
+            clock: self.clock,
             detector: DetectorConfig {
                 signals,
                 escalate_after: self.escalate_after,
@@ -422,5 +434,6 @@ pub(crate) struct Validated {
     pub(crate) transitions: usize,
     pub(crate) manual_ticks: bool,
     pub(crate) shards: usize,
+    pub(crate) clock: LatencyClock,
     pub(crate) detector: DetectorConfig,
 }

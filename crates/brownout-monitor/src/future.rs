@@ -20,8 +20,15 @@ use crate::recorder::{Recorder, Shard};
 /// records no latency sample.
 pub(crate) struct InFlight {
     shard: Arc<Shard>,
-    start: Instant,
+    start: Start,
     completed: bool,
+}
+
+/// When the request started, on the monitor's [`LatencyClock`](crate::LatencyClock).
+#[derive(Clone, Copy)]
+enum Start {
+    Tokio(Instant),
+    Tsc(u64),
 }
 
 impl InFlight {
@@ -29,9 +36,13 @@ impl InFlight {
     pub(crate) fn start(recorder: &Recorder) -> InFlight {
         let shard = recorder.shard();
         shard.in_flight.fetch_add(1, Ordering::Relaxed);
+        let start = match &shard.tsc {
+            None => Start::Tokio(Instant::now()),
+            Some(clock) => Start::Tsc(clock.raw()),
+        };
         InFlight {
             shard: shard.clone(),
-            start: Instant::now(),
+            start,
             completed: false,
         }
     }
@@ -39,7 +50,14 @@ impl InFlight {
     #[inline]
     fn complete(mut self, outcome: Outcome) {
         let shard = &self.shard;
-        shard.histogram.record(self.start.elapsed());
+        let nanos = match (self.start, &shard.tsc) {
+            (Start::Tsc(start), Some(clock)) => clock.delta_as_nanos(start, clock.raw()),
+            (Start::Tokio(start), _) => {
+                u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+            (Start::Tsc(_), None) => 0, // not built that way; a shard's clock never changes
+        };
+        shard.histogram.record_nanos(nanos);
         if outcome == Outcome::Failure {
             shard.failures.fetch_add(1, Ordering::Relaxed);
         }

@@ -85,6 +85,7 @@ pub use histogram::{BUCKETS, HistogramCounts, LatencyHistogram, Quantiles};
 pub use layer::MonitorLayer;
 pub use monitor::Monitor;
 pub use outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
+pub use recorder::LatencyClock;
 pub use snapshot::Snapshot;
 
 use crate::future::{InFlight, ResponseFuture};

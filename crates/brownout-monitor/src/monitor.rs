@@ -113,7 +113,7 @@ impl Monitor {
         let pressure = vec![None; config.sources.len()];
         let now = Instant::now();
         let control = Arc::new(Control {
-            recorder: Arc::new(Recorder::new(config.shards)),
+            recorder: Arc::new(Recorder::new(config.shards, config.clock)),
             publisher,
             probe: config.probe,
             sources: config.sources,

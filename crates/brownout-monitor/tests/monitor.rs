@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use brownout_core::{LoadLevel, PressureSource, QueueProbe, Thresholds};
-use brownout_monitor::{Cause, HttpOutcome, Monitor, Outcome, Signals};
+use brownout_monitor::{Cause, HttpOutcome, LatencyClock, Monitor, Outcome, Signals};
 use tokio::time::{Instant, sleep};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -410,6 +410,33 @@ async fn operator_override_and_release_while_the_detector_runs() {
     assert_eq!(signal.level(), LoadLevel::High);
     sleep(TICK).await;
     assert_eq!(monitor.snapshot().forced, None);
+}
+
+#[test]
+fn tsc_clock_measures_real_time() {
+    let monitor = Monitor::builder()
+        .latency_clock(LatencyClock::Tsc)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    let mut svc = monitor.layer().layer(service_fn(|ms: u64| {
+        std::thread::sleep(Duration::from_millis(ms));
+        std::future::ready(Ok::<_, Infallible>(ms))
+    }));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    for _ in 0..5 {
+        let fut = std::pin::pin!(svc.call(3));
+        assert!(std::future::Future::poll(fut, &mut cx).is_ready());
+    }
+    monitor.tick_now();
+    let latency = monitor.snapshot().latency;
+    assert_eq!(latency.samples, 5);
+    // The sleep happens in `call`, inside the measured span; at least 3 ms each.
+    assert!(
+        latency.p50.unwrap() >= Duration::from_millis(3),
+        "{latency:?}"
+    );
 }
 
 #[test]
