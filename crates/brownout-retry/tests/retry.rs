@@ -515,3 +515,65 @@ fn full_body_helper() {
     let body: Buffered<Full<Bytes>> = Buffered::full("abc");
     assert!(body.is_full());
 }
+
+#[tokio::test(start_paused = true)]
+async fn rel_01_poll_ready_without_call_takes_nothing() {
+    let (svc, calls) = flaky(0);
+    let layer = RetryLayer::new(
+        config()
+            .budget(Duration::from_secs(10), 1.0, 0.1)
+            .build()
+            .unwrap(),
+    );
+    let budget = layer.budget().unwrap().clone();
+    let before = budget.balance();
+    let mut svc = layer.layer(svc);
+    for _ in 0..100 {
+        svc.ready().await.unwrap();
+    }
+    assert_eq!(
+        budget.balance(),
+        before,
+        "readiness deposits and withdraws nothing"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// RELIABILITY #3 for the budget: clones racing on a multi-thread runtime share one budget,
+/// so together they retry no more than the ratio allows (plus the reserve, plus at most one
+/// overshoot per racing task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rel_03_clones_racing_share_one_budget() {
+    const TASKS: u32 = 64;
+    const PER_TASK: u32 = 50;
+    let (svc, calls) = flaky(u32::MAX);
+    let layer = RetryLayer::new(
+        config()
+            .max_attempts(3)
+            .backoff(Duration::from_micros(1), Duration::from_micros(10), 2.0)
+            .budget(Duration::from_secs(60), 0.0, 0.1)
+            .build()
+            .unwrap(),
+    );
+    let svc = layer.layer(svc);
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let mut svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                let _ = svc.ready().await.unwrap().call(i).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let requests = TASKS * PER_TASK;
+    let attempts = calls.load(Ordering::SeqCst);
+    let retries = attempts - requests;
+    assert!(
+        retries <= requests / 10 + TASKS,
+        "{retries} retries for {requests} requests"
+    );
+    assert_eq!(u64::from(retries), layer.stats().retries);
+}

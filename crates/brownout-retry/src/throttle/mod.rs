@@ -158,10 +158,11 @@ where
         match self.state.admit(priority) {
             Err(rejected) => ResponseFuture::rejected(rejected),
             Ok(()) => {
+                // The metrics label is the last level the server reported (Normal if none).
                 let level = self
                     .state
-                    .server_level()
-                    .map_or(brownout_core::LoadLevel::Normal, |(l, _)| l);
+                    .last_level()
+                    .unwrap_or(brownout_core::LoadLevel::Normal);
                 self.state.metrics.admitted(Some(priority), level);
                 ResponseFuture::called(
                     self.inner.call(req),

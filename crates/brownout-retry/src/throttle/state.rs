@@ -112,9 +112,25 @@ impl ThrottleState {
 
     /// `max(0, (requests − K·accepts) / (requests + 1))`.
     pub(crate) fn reject_probability(&self) -> f64 {
-        let (requests, accepts) = self.totals();
-        let requests = requests as f64;
-        ((requests - self.config.k * accepts as f64) / (requests + 1.0)).max(0.0)
+        self.bucket();
+        self.probability_of(self.total.load(Ordering::Acquire))
+    }
+
+    fn probability_of(&self, total: u64) -> f64 {
+        let requests = (total >> 32) as f64;
+        let accepts = (total & 0xFFFF_FFFF) as f64;
+        ((requests - self.config.k * accepts) / (requests + 1.0)).max(0.0)
+    }
+
+    /// The probability for the admit path. Every answer recorded rotates the window, so the
+    /// totals are at most as old as the last answer; when they give 0 (the usual healthy
+    /// case) the request is admitted without reading the clock. Otherwise the window is
+    /// brought up to date first, so stale refusals never keep a recovered server throttled.
+    fn admit_probability(&self) -> f64 {
+        if self.probability_of(self.total.load(Ordering::Acquire)) == 0.0 {
+            return 0.0;
+        }
+        self.reject_probability()
     }
 
     /// Remembers the level the server reported.
@@ -130,6 +146,11 @@ impl ThrottleState {
         if previous != level.as_u8() {
             tracing::debug!(%level, "server reported a new load level");
         }
+    }
+
+    /// The last level the server reported, fresh or not (no clock read).
+    pub(crate) fn last_level(&self) -> Option<LoadLevel> {
+        LoadLevel::from_u8(self.level.load(Ordering::Relaxed))
     }
 
     /// The server's level while it is fresh, and how long it stays fresh.
@@ -148,8 +169,10 @@ impl ThrottleState {
 
     /// Whether to refuse a request of class `priority` locally.
     pub(crate) fn admit(&self, priority: Priority) -> Result<(), Rejected> {
-        if let Some((level, fresh_for)) = self.server_level()
+        // The clock is read only when the last reported level sheds this class.
+        if let Some(level) = self.last_level()
             && self.config.policy.shed[level].contains(priority)
+            && let Some((level, fresh_for)) = self.server_level()
         {
             self.shed_by_level.fetch_add(1, Ordering::Relaxed);
             let rejected = Rejected::new(RejectReason::Shed, level)
@@ -160,10 +183,10 @@ impl ThrottleState {
             self.metrics.rejected(&rejected);
             return Err(rejected);
         }
-        let p = self.reject_probability();
+        let p = self.admit_probability();
         if p > 0.0 && self.draw() < p {
             self.rejected_locally.fetch_add(1, Ordering::Relaxed);
-            let level = self.server_level().map_or(LoadLevel::Normal, |(l, _)| l);
+            let level = self.last_level().unwrap_or(LoadLevel::Normal);
             let rejected =
                 Rejected::new(RejectReason::BudgetExhausted, level).with_priority(priority);
             self.record(false);
