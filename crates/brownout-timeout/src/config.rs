@@ -21,6 +21,7 @@ use brownout_core::{ConfigError, LevelTable, Policy};
 /// | `multiplier` | 2.0 | finite, at least 1 |
 /// | `min_samples` | 50 | at least 1 |
 /// | `window` | 1 s | above zero |
+/// | `max_sample_every` | 64 | at least 1 |
 /// | `timeout_scale` | 1.0 / 0.75 / 0.5 / 0.33 / 0.17 | each in `(0, 1]`, never growing with the level |
 ///
 /// Why `multiplier ≥ 1`: below 1 the timeout is shorter than the percentile it is derived
@@ -58,6 +59,7 @@ pub struct AdaptiveTimeoutConfig {
     pub(crate) multiplier: f64,
     pub(crate) min_samples: usize,
     pub(crate) window: Duration,
+    pub(crate) max_sample_every: u32,
     pub(crate) timeout_scale: LevelTable<f64>,
 }
 
@@ -71,6 +73,7 @@ impl Default for AdaptiveTimeoutConfig {
             multiplier: 2.0,
             min_samples: 50,
             window: Duration::from_secs(1),
+            max_sample_every: 64,
             timeout_scale: LevelTable::default_timeout_scale(),
         }
     }
@@ -119,6 +122,11 @@ impl AdaptiveTimeoutConfig {
         self.window
     }
 
+    /// The most requests per latency sample under load.
+    pub fn max_sample_every(&self) -> u32 {
+        self.max_sample_every
+    }
+
     /// The factor applied to the timeout at each level.
     pub fn timeout_scale(&self) -> &LevelTable<f64> {
         &self.timeout_scale
@@ -141,6 +149,7 @@ impl AdaptiveTimeoutConfig {
         check::at_least_f64("multiplier", self.multiplier, 1.0)?;
         check::at_least("min_samples", self.min_samples, 1)?;
         check::non_zero("window", self.window)?;
+        check::at_least("max_sample_every", self.max_sample_every as usize, 1)?;
         self.timeout_scale.validate_fraction("timeout_scale")
     }
 }
@@ -203,6 +212,21 @@ impl AdaptiveTimeoutBuilder {
         self
     }
 
+    /// Bounds adaptive sampling (default 64): at most one request in `n` is timed as a
+    /// latency sample. `1` times every request.
+    ///
+    /// Reading the clock a second time at completion and recording the sample is most of
+    /// this layer's own cost, so the layer times only as many requests as it needs: at each
+    /// window's close the rate becomes `requests in the window / (4 × min_samples)`,
+    /// clamped to `[1, n]` (halved when the window had fewer than `min_samples`). A quiet
+    /// service times every request; a busy one pays the second clock read on one request
+    /// in up to `n`, which brings the per-request cost to that of `tower::timeout`.
+    #[must_use]
+    pub fn max_sample_every(mut self, n: u32) -> Self {
+        self.config.max_sample_every = n;
+        self
+    }
+
     /// The factor applied to the timeout at each level (default
     /// [`LevelTable::default_timeout_scale`]).
     #[must_use]
@@ -224,7 +248,7 @@ impl AdaptiveTimeoutBuilder {
     ///
     /// A [`ConfigError`] naming the field when `min` is zero or above `max`, `initial` is
     /// outside `[min, max]`, `percentile` is outside `(0, 1]` or NaN, `multiplier` is NaN,
-    /// infinite or below 1, `min_samples` is 0, `window` is zero, or a `timeout_scale`
+    /// infinite or below 1, `min_samples` or `max_sample_every` is 0, `window` is zero, or a `timeout_scale`
     /// entry is outside `(0, 1]` or grows with the level (`timeout_scale[high]`).
     pub fn build(self) -> Result<AdaptiveTimeoutConfig, ConfigError> {
         self.config.validate()?;

@@ -113,6 +113,7 @@ impl<S, D: Clone> Layer<S> for AdaptiveTimeoutLayer<D> {
             shared: self.shared.clone(),
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
+            countdown: 0,
         }
     }
 }

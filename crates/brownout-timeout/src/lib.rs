@@ -37,6 +37,9 @@
 //!
 //! - `p(percentile)` is the chosen percentile (default p99) of the latencies of the last
 //!   completed window (default 1 s) — `initial` until a window holds `min_samples`.
+//!   Sampling adapts to the request rate: every request is timed on a quiet service, one
+//!   in up to [`max_sample_every`](AdaptiveTimeoutBuilder::max_sample_every) (default 64) on
+//!   a busy one, aiming at `4 × min_samples` samples per window.
 //!   Samples go into a lock-free log-bucketed histogram (16 sub-buckets per power of two,
 //!   ≤ 6.25 % error, reported at the bucket's upper bound); the first completion after a
 //!   window ends sweeps it, recomputes the estimate and caches the per-level timeouts in
@@ -71,7 +74,8 @@
 //!
 //! The timer is created only if the inner future is pending on its first poll, inline in the
 //! [`ResponseFuture`] (no `Box`); a request answered at once creates no timer. Each request
-//! reads the clock twice (start and completion) and clones one `Arc`.
+//! reads the clock once and clones one `Arc` (as tower's `Timeout` does for its `Sleep`);
+//! sampled requests read it again at completion and add one atomic increment.
 //!
 //! # Cancel safety
 //!
@@ -137,6 +141,8 @@ pub struct AdaptiveTimeout<S, D = HttpDeadline> {
     shared: Arc<Shared>,
     signal: LoadSignal,
     deadline: D,
+    /// Requests until the next latency sample (see `max_sample_every`).
+    countdown: u32,
 }
 
 brownout_core::impl_inner_access!(AdaptiveTimeout<S, D>);
@@ -150,6 +156,7 @@ impl<S> AdaptiveTimeout<S, HttpDeadline> {
             shared: Arc::new(Shared::new(config)),
             signal: LoadSignal::default(),
             deadline: HttpDeadline::new(),
+            countdown: 0,
         }
     }
 }
@@ -169,6 +176,7 @@ impl<S, D> AdaptiveTimeout<S, D> {
             shared: self.shared,
             signal: self.signal,
             deadline,
+            countdown: self.countdown,
         }
     }
 
@@ -189,6 +197,24 @@ impl<S, D> AdaptiveTimeout<S, D> {
         self.shared.estimator.estimate()
     }
 
+    /// One request in this many is timed as a latency sample now (adaptive, between 1 and
+    /// `max_sample_every`).
+    pub fn sample_every(&self) -> u32 {
+        self.shared.estimator.sample_every()
+    }
+
+    /// Whether this request is a latency sample.
+    #[inline]
+    fn take_sample(&mut self) -> bool {
+        if self.countdown == 0 {
+            self.countdown = self.shared.estimator.sample_every() - 1;
+            true
+        } else {
+            self.countdown -= 1;
+            false
+        }
+    }
+
     #[cold]
     fn reject_now(&self, level: LoadLevel) -> Rejected {
         let rejected = Rejected::new(RejectReason::Timeout, level);
@@ -205,6 +231,7 @@ impl<S: Clone, D: Clone> Clone for AdaptiveTimeout<S, D> {
             shared: self.shared.clone(),
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
+            countdown: 0,
         }
     }
 }
@@ -253,7 +280,7 @@ where
             }
             self.deadline.propagate(&mut req, Deadline::at(deadline));
         }
-        let learn = estimator.learns_at(level);
+        let learn = estimator.learns_at(level) && self.take_sample();
         let ctx = Ctx {
             shared: self.shared.clone(),
             start,

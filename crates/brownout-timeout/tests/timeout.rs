@@ -40,6 +40,7 @@ fn config() -> AdaptiveTimeoutConfig {
         .min(10 * MS)
         .max(Duration::from_secs(10))
         .min_samples(10)
+        .max_sample_every(1)
         .window(Duration::from_secs(1))
         .build()
         .unwrap()
@@ -115,6 +116,7 @@ async fn rel_18_one_huge_outlier_stays_within_min_and_max() {
         .max(Duration::from_secs(2))
         .percentile(1.0)
         .min_samples(10)
+        .max_sample_every(1)
         .build()
         .unwrap();
     let mut svc = timed(config, LoadSignal::default());
@@ -186,6 +188,35 @@ async fn latency_above_the_timeout_grows_it_through_censored_samples() {
         assert!(windows <= 5, "estimate stuck at {:?}", svc.estimate());
     }
     assert!(svc.estimate().unwrap() >= 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sampling_adapts_to_the_request_rate() {
+    // Target: 4 × 10 = 40 samples per window, at most one request in 8 timed.
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(100 * MS)
+        .min(10 * MS)
+        .min_samples(10)
+        .max_sample_every(8)
+        .build()
+        .unwrap();
+    assert_eq!(config.max_sample_every(), 8);
+    let mut svc = timed(config, LoadSignal::default());
+    assert_eq!(svc.sample_every(), 1, "a quiet service times every request");
+    // Busy: 1 ms requests, ~1000 per window.
+    run_for(&mut svc, 1, Duration::from_millis(1500)).await;
+    assert_eq!(svc.sample_every(), 8);
+    // The estimate still follows with one request in 8 timed (from the 10 ms floor, through
+    // censored samples, to 2 × 20 ms).
+    run_for(&mut svc, 20, Duration::from_millis(5000)).await;
+    let estimate = svc.estimate().unwrap();
+    assert!(estimate >= 40 * MS && estimate <= 43 * MS, "{estimate:?}");
+    // Quiet again: a few requests per window bring the rate back to 1.
+    for _ in 0..40 {
+        send(&mut svc, 1).await.unwrap();
+        sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(svc.sample_every(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -467,6 +498,7 @@ async fn rel_02_cancel_safety_dropping_the_future_drops_inner_and_timer() {
         .initial(100 * MS)
         .min(10 * MS)
         .min_samples(1)
+        .max_sample_every(1)
         .build()
         .unwrap();
     let mut svc = AdaptiveTimeoutLayer::new(config)
@@ -516,6 +548,7 @@ async fn inner_errors_pass_through_boxed_and_teach_nothing() {
     let inner = service_fn(|_: u64| async { Err::<u64, _>(std::io::Error::other("boom")) });
     let config = AdaptiveTimeoutConfig::builder()
         .min_samples(1)
+        .max_sample_every(1)
         .build()
         .unwrap();
     let mut svc = AdaptiveTimeoutLayer::new(config)
@@ -588,6 +621,7 @@ fn invalid_configs_are_refused_naming_the_field() {
         (b().multiplier(f64::INFINITY).build(), "multiplier"),
         (b().min_samples(0).build(), "min_samples"),
         (b().window(Duration::ZERO).build(), "window"),
+        (b().max_sample_every(0).build(), "max_sample_every"),
         (
             b().timeout_scale(LevelTable::new([1.0, 0.75, 0.8, 0.33, 0.17]))
                 .build(),
