@@ -1,5 +1,5 @@
 //! Measures a service's latency, errors, in-flight requests and queueing delay, and publishes
-//! a [`LoadLevel`] that every other brownout layer reads.
+//! a [`LoadLevel`](brownout_core::LoadLevel) that every other brownout layer reads.
 //!
 //! ```
 //! use std::time::Duration;
@@ -53,7 +53,7 @@
 //!
 //! # Cancel safety
 //!
-//! Dropping a [`ResponseFuture`](future::ResponseFuture) at any point decrements the
+//! Dropping a [`future::ResponseFuture`] at any point decrements the
 //! in-flight count and counts the request as cancelled.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

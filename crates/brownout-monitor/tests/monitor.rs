@@ -658,3 +658,165 @@ mod config {
         }
     }
 }
+
+mod telemetry {
+    use super::*;
+    use metrics::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
+        Recorder, SharedString, Unit,
+    };
+    use std::sync::Mutex;
+
+    type Log = Arc<Mutex<Vec<(String, f64)>>>;
+
+    /// Logs every metric update as ("name{label=value,...}", value).
+    struct Entry {
+        key: String,
+        log: Log,
+    }
+
+    impl Entry {
+        fn push(&self, value: f64) {
+            self.log.lock().unwrap().push((self.key.clone(), value));
+        }
+    }
+
+    impl CounterFn for Entry {
+        fn increment(&self, value: u64) {
+            self.push(value as f64);
+        }
+        fn absolute(&self, value: u64) {
+            self.push(value as f64);
+        }
+    }
+
+    impl GaugeFn for Entry {
+        fn increment(&self, value: f64) {
+            self.push(value);
+        }
+        fn decrement(&self, value: f64) {
+            self.push(-value);
+        }
+        fn set(&self, value: f64) {
+            self.push(value);
+        }
+    }
+
+    impl HistogramFn for Entry {
+        fn record(&self, value: f64) {
+            self.push(value);
+        }
+    }
+
+    #[derive(Default)]
+    struct Capture {
+        log: Log,
+    }
+
+    impl Capture {
+        fn entry(&self, key: &Key) -> Arc<Entry> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Arc::new(Entry {
+                key: format!("{}{{{}}}", key.name(), labels.join(",")),
+                log: self.log.clone(),
+            })
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.entry(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.entry(key))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.entry(key))
+        }
+    }
+
+    #[test]
+    fn level_changes_are_counted_and_gauged() {
+        let capture = Capture::default();
+        let probe = QueueProbe::new();
+        let monitor = Monitor::builder()
+            .queue_probe(probe.clone())
+            .manual_ticks()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&capture, || {
+            probe.dequeued(Duration::from_millis(60));
+            assert_eq!(monitor.tick_now(), LoadLevel::Critical);
+        });
+        let log = capture.log.lock().unwrap().clone();
+        assert!(
+            log.contains(&(
+                "brownout_level_changes_total{from=normal,to=critical}".to_string(),
+                1.0
+            )),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&("brownout_level{}".to_string(), 3.0)),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&(
+                "brownout_queue_delay_seconds{layer=monitor}".to_string(),
+                0.06
+            )),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|(k, _)| k == "brownout_in_flight{layer=monitor}")
+        );
+    }
+
+    #[test]
+    fn latency_signal_only_with_an_objective() {
+        let names = |monitor: &Monitor| -> Vec<String> {
+            monitor
+                .snapshot()
+                .signals
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect()
+        };
+        let plain = Monitor::builder().manual_ticks().build().unwrap();
+        assert_eq!(names(&plain), ["queue_delay", "error_rate"]);
+        let with_objective = Monitor::builder()
+            .latency_objective(Duration::from_millis(40))
+            .in_flight_thresholds([10, 20, 30, 40])
+            .manual_ticks()
+            .build()
+            .unwrap();
+        assert_eq!(
+            names(&with_objective),
+            ["latency_p95", "queue_delay", "error_rate", "in_flight"]
+        );
+        let latency = &with_objective.snapshot().signals[0];
+        assert_eq!(latency.thresholds, [0.04, 0.06, 0.08, 0.12]);
+    }
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Monitor>();
+        assert_send_sync::<brownout_monitor::MonitorLayer>();
+        assert_send_sync::<brownout_monitor::Snapshot>();
+        assert_send_sync::<brownout_monitor::Detector>();
+        assert_send_sync::<
+            brownout_monitor::future::ResponseFuture<
+                std::future::Ready<Result<(), ()>>,
+                brownout_monitor::ErrIsFailure,
+            >,
+        >();
+    }
+}
