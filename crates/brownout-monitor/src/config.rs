@@ -45,7 +45,7 @@ pub const DEFAULT_TRANSITIONS: usize = 32;
 /// | `escalate_after` | 1 tick |
 /// | `cooldown` | 2 s per level |
 /// | `hysteresis` | 0.1 (de-escalate below 90 % of the threshold) |
-/// | latency p95 | off; with `latency_objective(o)`: 1.0 / 1.5 / 2 / 3 × o |
+/// | latency p95 | off; with `latency_objective(o)`: 1.0 / 1.5 / 2 / 3 × o, from 5 samples per interval |
 /// | queueing delay (mean) | 5 / 20 / 50 / 100 ms |
 /// | error rate | 5 / 10 / 25 / 50 %, from 20 requests per interval |
 /// | queue depth, in-flight | off |
@@ -129,7 +129,8 @@ impl MonitorBuilder {
         self
     }
 
-    /// Calm time required before each one-level step down (default 2 s).
+    /// Calm time required before each one-level step down (default 2 s). Zero steps down
+    /// one level on every calm tick.
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
         self

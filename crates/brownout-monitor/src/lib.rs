@@ -29,7 +29,8 @@
 //!
 //! # What is measured
 //!
-//! - **Latency**, from `call` to the completion of the response future, into a lock-free
+//! - **Latency** of every completed request (success or failure), from `call` to the
+//!   completion of the response future, into a lock-free
 //!   log-linear [`LatencyHistogram`] (one atomic add per request, ≤ 1.6 % quantile error).
 //!   p50/p95/p99 are computed once per tick. The latency signal (p95 against
 //!   1.0 / 1.5 / 2 / 3 × an objective) is on only when an objective is set.

@@ -16,7 +16,7 @@ use crate::config::{MonitorBuilder, Validated};
 use crate::detector::{Detector, Signals, Transition};
 use crate::histogram::{HistogramCounts, Quantiles};
 use crate::layer::MonitorLayer;
-use crate::outcome::ErrIsFailure;
+use crate::outcome::{ErrIsFailure, HttpOutcome};
 use crate::recorder::Recorder;
 use crate::snapshot::Snapshot;
 
@@ -159,6 +159,12 @@ impl Monitor {
             recorder: self.control.recorder.clone(),
             classifier: ErrIsFailure,
         }
+    }
+
+    /// A layer for http services: like [`layer`](Monitor::layer), with 5xx responses counted
+    /// as failures and 4xx not ([`HttpOutcome`]).
+    pub fn http_layer(&self) -> MonitorLayer<HttpOutcome> {
+        self.layer().with_classifier(HttpOutcome)
     }
 
     /// A reader of the level this monitor publishes.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use brownout_core::{LoadLevel, PressureSource, QueueProbe, Thresholds};
-use brownout_monitor::{Cause, HttpOutcome, LatencyClock, Monitor, Outcome, Signals};
+use brownout_monitor::{Cause, LatencyClock, Monitor, Outcome, Signals};
 use tokio::time::{Instant, sleep};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -220,8 +220,7 @@ async fn http_outcome_counts_5xx_but_not_4xx() {
         .build()
         .unwrap();
     let mut svc = monitor
-        .layer()
-        .with_classifier(HttpOutcome)
+        .http_layer()
         .layer(service_fn(|status: u16| async move {
             Ok::<_, Infallible>(http::Response::builder().status(status).body(()).unwrap())
         }));
