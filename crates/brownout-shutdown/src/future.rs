@@ -29,14 +29,17 @@ impl InFlight {
         }
     }
 
-    fn complete(mut self) {
+    pub(crate) fn complete(mut self) {
         self.shared.completed.0.fetch_add(1, Ordering::Relaxed);
         self.settled = true;
     }
 
-    fn abort(mut self) {
+    /// Settles the slot as aborted and returns the error the request resolves to.
+    pub(crate) fn abort_error(mut self) -> BoxError {
+        let rejected = self.shared.rejection();
         self.shared.aborted.fetch_add(1, Ordering::Relaxed);
         self.settled = true;
+        Box::new(Aborted::new(rejected))
     }
 }
 
@@ -80,12 +83,8 @@ pin_project! {
         Running {
             #[pin]
             future: F,
-            // Created at the first `Pending`, so requests that are ready at once never
-            // touch the abort notification.
             #[pin]
-            abort: Option<OwnedNotified>,
-            // The waker `abort` was last polled with; re-polled only when it changes.
-            registered: Option<Waker>,
+            abort: AbortWatch,
             // Taken when the inner future resolves.
             guard: Option<InFlight>,
         },
@@ -101,8 +100,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             state: State::Running {
                 future,
-                abort: None,
-                registered: None,
+                abort: AbortWatch::new(),
                 guard: Some(guard),
             },
         }
@@ -115,26 +113,75 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-/// Picks the abort shard for a request from the address of its (pinned) guard.
-fn shard_of(guard: &InFlight) -> usize {
-    let addr = guard as *const InFlight as usize as u64;
+pin_project! {
+    /// Wakes a pending request at the drain deadline.
+    ///
+    /// The `Notified` is created at the first `Pending`, so requests that are ready at once
+    /// never touch it, and re-polled only when the task's waker changes.
+    pub(crate) struct AbortWatch {
+        #[pin]
+        notified: Option<OwnedNotified>,
+        registered: Option<Waker>,
+    }
+}
+
+impl AbortWatch {
+    pub(crate) fn new() -> AbortWatch {
+        AbortWatch {
+            notified: None,
+            registered: None,
+        }
+    }
+
+    /// After the owner saw `Pending`: whether the drain deadline has passed. When it has
+    /// not, the task is registered to be woken when it does.
+    pub(crate) fn poll_abort(self: Pin<&mut Self>, slot: &InFlight, cx: &mut Context<'_>) -> bool {
+        let mut this = self.project();
+        let shared = &slot.shared;
+        if this.notified.is_none() {
+            // Created before reading `aborting`: an abort that happens after the read is
+            // then seen by the poll below.
+            let notify = shared.abort[shard_of(slot)].clone();
+            this.notified.set(Some(notify.notified_owned()));
+        }
+        let stale = this
+            .registered
+            .as_ref()
+            .is_none_or(|waker| !waker.will_wake(cx.waker()));
+        if stale && let Some(notified) = this.notified.as_pin_mut() {
+            if notified.poll(cx).is_ready() {
+                return true;
+            }
+            *this.registered = Some(cx.waker().clone());
+        }
+        shared.aborting.load(Ordering::SeqCst)
+    }
+}
+
+/// Picks the abort shard for a request from the address of its (pinned) slot.
+fn shard_of(slot: &InFlight) -> usize {
+    let addr = slot as *const InFlight as usize as u64;
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % ABORT_SHARDS
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<F> ResponseFuture<F> {
+    /// Polls the request. With `keep_slot`, a successful response comes back with its
+    /// in-flight slot still held (for a body that outlives the response future); otherwise
+    /// the slot is settled as completed and `None` is returned with it.
+    pub(crate) fn poll_slot<T, E>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        keep_slot: bool,
+    ) -> Poll<Result<(T, Option<InFlight>), BoxError>>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
         let mut state = self.project().state;
-        let step = match state.as_mut().project() {
+        let refused = match state.as_mut().project() {
             StateProj::Running {
                 future,
-                mut abort,
-                registered,
+                abort,
                 guard,
             } => {
                 let Some(slot) = guard.as_ref() else {
@@ -142,30 +189,18 @@ where
                 };
                 if let Poll::Ready(result) = future.poll(cx) {
                     // Settled in place: no move of the (large) state on the common path.
-                    if let Some(slot) = guard.take() {
-                        slot.complete();
-                    }
-                    return Poll::Ready(result.map_err(Into::into));
+                    let slot = guard.take();
+                    return Poll::Ready(match result {
+                        Ok(response) if keep_slot => Ok((response, slot)),
+                        other => {
+                            if let Some(slot) = slot {
+                                slot.complete();
+                            }
+                            other.map(|response| (response, None)).map_err(Into::into)
+                        }
+                    });
                 }
-                let shared = &slot.shared;
-                let mut fired = false;
-                if abort.is_none() {
-                    // Created before reading `aborting`: an abort that happens after the
-                    // read is then seen by the poll below.
-                    let notify = shared.abort[shard_of(slot)].clone();
-                    abort.set(Some(notify.notified_owned()));
-                }
-                let stale = registered
-                    .as_ref()
-                    .is_none_or(|waker| !waker.will_wake(cx.waker()));
-                if stale && let Some(notified) = abort.as_pin_mut() {
-                    if notified.poll(cx).is_ready() {
-                        fired = true;
-                    } else {
-                        *registered = Some(cx.waker().clone());
-                    }
-                }
-                if !fired && !shared.aborting.load(Ordering::SeqCst) {
+                if !abort.poll_abort(slot, cx) {
                     return Poll::Pending;
                 }
                 None
@@ -175,20 +210,30 @@ where
         };
         // Refused, or aborted: drop the inner future now, not when the caller drops us.
         let old = state.project_replace(State::Done);
-        match (step, old) {
+        match (refused, old) {
             (Some(rejected), _) => Poll::Ready(Err(Box::new(rejected))),
             (
                 None,
                 StateOwned::Running {
                     guard: Some(slot), ..
                 },
-            ) => {
-                let rejected = slot.shared.rejection();
-                slot.abort();
-                Poll::Ready(Err(Box::new(Aborted::new(rejected))))
-            }
+            ) => Poll::Ready(Err(slot.abort_error())),
             (None, _) => unreachable!("only a running request is aborted"),
         }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_slot(cx, false)
+            .map(|result| result.map(|(response, _)| response))
     }
 }
 

@@ -441,6 +441,13 @@ impl Shutdown {
         ShutdownGuardLayer::new(self)
     }
 
+    /// A layer for http services that keeps each request in flight until its response
+    /// body ends (streaming responses; feature `http`).
+    #[cfg(feature = "http")]
+    pub fn body_layer(&self) -> crate::ShutdownBodyGuardLayer {
+        crate::ShutdownBodyGuardLayer::new(self)
+    }
+
     /// Starts the shutdown; returns `true` for the call that started it and `false` for
     /// every later one (idempotent, from any thread, before or after serving starts).
     ///

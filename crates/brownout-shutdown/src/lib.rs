@@ -73,7 +73,7 @@
 //! let app = Router::new()
 //!     .route("/ready", get(move || async move { health.readiness().status_code() }))
 //!     .layer(brownout::http::rejections()) // facade: BoxError -> response
-//!     .layer(shutdown.layer());
+//!     .layer(shutdown.layer());                     // or shutdown.body_layer() for SSE / streams
 //! axum::serve(listener, app).with_graceful_shutdown(shutdown.refusing()).await?;
 //! let report = shutdown.wait().await;               // drained + hooks
 //! tracing::info!(%report);
@@ -93,12 +93,16 @@
 //!
 //! # Streaming responses and long requests
 //!
-//! The guard tracks a request until its *response future* resolves (the response head, for
-//! http). A body that streams afterwards (SSE, gRPC streams) is not tracked: the server's
-//! own graceful shutdown waits for those connections, or end them from an
-//! [`on_trigger`](Shutdown::on_trigger) callback. Long-running requests whose futures are
-//! still pending are drained and, past the deadline, aborted like any other. Idle
-//! connections (`poll_ready` without `call`) hold nothing.
+//! [`ShutdownGuard`] tracks a request until its *response future* resolves (the response
+//! head, for http). For http services whose bodies stream (server-sent events, long
+//! downloads, gRPC server streams), use [`Shutdown::body_layer`] (feature `http`) instead:
+//! its `ShutdownBodyGuard` keeps the request in flight until the response **body** ends or is
+//! dropped, the drain waits for it, and at the deadline a body still streaming yields one
+//! [`Aborted`] error frame and ends, so the server closes that connection and its own
+//! graceful shutdown can finish (an endless SSE stream would otherwise hold it forever).
+//! Long-running requests whose futures are still pending are drained and, past the
+//! deadline, aborted like any other. Idle connections (`poll_ready` without `call`) hold
+//! nothing.
 //!
 //! # Cost on the request path
 //!
@@ -116,6 +120,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "http")]
+mod body;
 mod config;
 mod error;
 pub mod future;
@@ -133,6 +139,8 @@ use std::task::{Context, Poll};
 use brownout_core::BoxError;
 use tower_service::Service;
 
+#[cfg(feature = "http")]
+pub use body::{BodyResponseFuture, GuardedBody, ShutdownBodyGuard, ShutdownBodyGuardLayer};
 pub use config::{ShutdownBuilder, ShutdownConfig};
 pub use error::Aborted;
 pub use handle::{Phase, Readiness, Shutdown};
