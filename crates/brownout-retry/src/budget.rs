@@ -1,13 +1,14 @@
 //! A retry budget shared by every clone of a retry (and hedge) layer.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use brownout_core::ConfigError;
 use brownout_core::config::check;
-use tokio::time::Instant;
+
+use crate::window::BucketClock;
 
 /// The number of buckets the budget window is cut into.
 const SLOTS: usize = 10;
@@ -50,11 +51,8 @@ pub struct RetryBudget {
 }
 
 struct Inner {
-    start: Instant,
-    slot_nanos: u64,
+    clock: BucketClock,
     slots: [AtomicI64; SLOTS],
-    epoch: AtomicU64,
-    rotate: Mutex<()>,
     deposit: i64,
     reserve: i64,
     exhausted: AtomicU64,
@@ -91,11 +89,8 @@ impl RetryBudget {
         let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128).unwrap_or(u64::MAX);
         Ok(RetryBudget {
             inner: Arc::new(Inner {
-                start: Instant::now(),
-                slot_nanos,
+                clock: BucketClock::new(slot_nanos, SLOTS),
                 slots: std::array::from_fn(|_| AtomicI64::new(0)),
-                epoch: AtomicU64::new(0),
-                rotate: Mutex::new(()),
                 deposit,
                 reserve,
                 exhausted: AtomicU64::new(0),
@@ -178,32 +173,8 @@ impl Inner {
     /// The index of the current bucket, clearing the buckets that aged out.
     #[inline]
     fn slot(&self) -> usize {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        // u64 arithmetic (a u128 division costs more than the rest of the deposit).
-        let nanos = elapsed
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()));
-        let epoch = nanos / self.slot_nanos.max(1);
-        if epoch != self.epoch.load(Ordering::Acquire) {
-            self.rotate(epoch);
-        }
-        (epoch % SLOTS as u64) as usize
-    }
-
-    #[cold]
-    fn rotate(&self, epoch: u64) {
-        let _guard = self.rotate.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = self.epoch.load(Ordering::Acquire);
-        if epoch <= seen {
-            return;
-        }
-        let steps = (epoch - seen).min(SLOTS as u64);
-        for step in 1..=steps {
-            let index = ((epoch - steps + step) % SLOTS as u64) as usize;
-            self.slots[index].store(0, Ordering::Relaxed);
-        }
-        self.epoch.store(epoch, Ordering::Release);
+        self.clock
+            .index(|i| self.slots[i].store(0, Ordering::Relaxed))
     }
 }
 

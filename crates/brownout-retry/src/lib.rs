@@ -67,6 +67,7 @@ mod pushback;
 mod request;
 mod shared;
 pub mod throttle;
+mod window;
 
 use std::fmt;
 use std::sync::Arc;

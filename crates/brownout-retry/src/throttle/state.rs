@@ -1,16 +1,14 @@
 //! The throttle's shared window, remembered server level and random draws.
 
-use std::sync::Mutex;
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use brownout_core::telemetry::DecisionMetrics;
 use brownout_core::{LoadLevel, Priority, RejectReason, Rejected};
-use tokio::time::Instant;
 
 use super::config::AdaptiveThrottleConfig;
 use crate::shared::splitmix64;
+use crate::window::BucketClock;
 
 const ACCEPT: u64 = 1;
 const REQUEST: u64 = 1 << 32;
@@ -20,15 +18,12 @@ const NO_LEVEL: u8 = u8::MAX;
 #[derive(Debug)]
 pub(crate) struct ThrottleState {
     pub(crate) config: AdaptiveThrottleConfig,
-    start: Instant,
-    bucket_nanos: u64,
+    clock: BucketClock,
     /// Per bucket: requests in the high 32 bits, accepts in the low 32 bits.
     buckets: Box<[AtomicU64]>,
     /// The sum of the buckets (same packing), so the probability is one load.
     /// Invariant: `total = Σ buckets + additions in flight` (added to `total` first).
     total: AtomicU64,
-    epoch: AtomicU64,
-    rotate: Mutex<()>,
     level: AtomicU8,
     level_until: AtomicU64,
     rng: AtomicU64,
@@ -43,12 +38,9 @@ impl ThrottleState {
         let bucket_nanos =
             u64::try_from(config.window.as_nanos() / buckets as u128).unwrap_or(u64::MAX);
         ThrottleState {
-            start: Instant::now(),
-            bucket_nanos: bucket_nanos.max(1),
+            clock: BucketClock::new(bucket_nanos, buckets),
             buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             total: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            rotate: Mutex::new(()),
             level: AtomicU8::new(NO_LEVEL),
             level_until: AtomicU64::new(0),
             rng: AtomicU64::new(config.seed),
@@ -60,37 +52,15 @@ impl ThrottleState {
     }
 
     fn now_nanos(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        elapsed
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()))
+        self.clock.now_nanos()
     }
 
     fn bucket(&self) -> usize {
-        let epoch = self.now_nanos() / self.bucket_nanos;
-        if epoch != self.epoch.load(Ordering::Acquire) {
-            self.rotate(epoch);
-        }
-        (epoch % self.buckets.len() as u64) as usize
-    }
-
-    #[cold]
-    fn rotate(&self, epoch: u64) {
-        let _guard = self.rotate.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = self.epoch.load(Ordering::Acquire);
-        if epoch <= seen {
-            return;
-        }
-        let n = self.buckets.len() as u64;
-        let steps = (epoch - seen).min(n);
-        for step in 1..=steps {
-            let expired =
-                self.buckets[((epoch - steps + step) % n) as usize].swap(0, Ordering::AcqRel);
+        self.clock.index(|i| {
+            let expired = self.buckets[i].swap(0, Ordering::AcqRel);
             // Both halves of `total` are at least those of any bucket: no borrow across halves.
             self.total.fetch_sub(expired, Ordering::AcqRel);
-        }
-        self.epoch.store(epoch, Ordering::Release);
+        })
     }
 
     /// Records one request and whether the server accepted it.
