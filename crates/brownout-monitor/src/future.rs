@@ -49,6 +49,11 @@ impl InFlight {
 
     #[inline]
     fn complete(mut self, outcome: Outcome) {
+        self.completed = true;
+        if outcome == Outcome::Rejected {
+            // A load-control decision: no latency sample, not a failure (see `Outcome`).
+            return;
+        }
         let shard = &self.shard;
         let nanos = match (self.start, &shard.tsc) {
             (Start::Tsc(start), Some(clock)) => clock.delta_as_nanos(start, clock.raw()),
@@ -61,7 +66,6 @@ impl InFlight {
         if outcome == Outcome::Failure {
             shard.failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.completed = true;
     }
 }
 

@@ -29,6 +29,8 @@ pub use brownout_core::*;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "health")]
+pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 mod optional;

@@ -21,6 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Optional;
+use crate::health::{Health, HealthBuilder};
 use crate::http::{
     DeadlineLayer, DeadlineService, DegradationLayer, DegradationService, FeatureToggles,
     HttpClassifier, RejectionResponse, RejectionResponseLayer,
@@ -112,6 +113,16 @@ impl Brownout {
     /// The shutdown handle, when one was given to the builder.
     pub fn shutdown(&self) -> Option<&Shutdown> {
         self.shutdown.as_ref()
+    }
+
+    /// A health registry already fed by this stack's monitor (level and signals) and
+    /// shutdown (readiness); add breakers and component checks, then `build()`.
+    pub fn health(&self) -> HealthBuilder {
+        let builder = Health::builder().monitor(self.layer.monitor.clone());
+        match &self.shutdown {
+            Some(shutdown) => builder.shutdown(shutdown),
+            None => builder,
+        }
     }
 }
 

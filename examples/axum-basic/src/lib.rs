@@ -26,33 +26,20 @@ pub fn stack(shutdown: &Shutdown) -> Result<Brownout, ConfigError> {
         .build()
 }
 
-/// The router with the stack applied.
-pub fn app(brownout: &Brownout, shutdown: &Shutdown) -> Router {
-    let ready = shutdown.clone();
-    let signal = brownout.signal();
-    Router::new()
+/// The router with the stack applied. `/health` answers JSON: 200 `healthy` or
+/// `degraded`, 503 `unhealthy` (Emergency level, or shutting down).
+pub fn app(brownout: &Brownout) -> Result<Router, ConfigError> {
+    let health = brownout.health().build()?;
+    Ok(Router::new()
         .route("/", get(hello))
         .route(
             "/health",
             get(move || {
-                let ready = ready.clone();
-                let level = signal.level();
-                async move {
-                    if ready.is_ready() {
-                        (
-                            axum::http::StatusCode::OK,
-                            format!("ready (level {level})\n"),
-                        )
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "shutting down\n".to_owned(),
-                        )
-                    }
-                }
+                let health = health.clone();
+                async move { health.check().await }
             }),
         )
-        .layer(brownout.layer())
+        .layer(brownout.layer()))
 }
 
 /// A handler that does less work when the server is loaded.
@@ -77,7 +64,7 @@ pub async fn serve(
     brownout: &Brownout,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let router = app(brownout, &shutdown);
+    let router = app(brownout).map_err(std::io::Error::other)?;
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.triggered())
         .await?;

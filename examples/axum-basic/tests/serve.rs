@@ -66,6 +66,8 @@ async fn serves_sheds_and_drains_on_loopback() {
     assert!(high.contains("simple mode"), "handlers degrade: {high}");
     let health = get(addr, "/health", "background").await;
     assert_eq!(status(&health), 200, "{health}");
+    assert!(health.contains(r#""status":"degraded""#), "{health}");
+    assert!(health.contains(r#""level":"critical""#), "{health}");
     publisher.release();
 
     // Shutdown: new requests are refused with Connection: close, and the server exits by itself.

@@ -5,9 +5,9 @@
 //!
 //! brownout layers refuse work with a [`Rejected`](brownout_core::Rejected) boxed into
 //! `BoxError`. tonic's server only turns a `tonic::Status` error into a gRPC status; any
-//! other error from a layer resets the HTTP/2 stream, which a client reports as a transport
-//! failure (`UNKNOWN` / `INTERNAL`), with no pushback and nothing telling it that retrying
-//! elsewhere is safe. [`GrpcRejectionLayer`] sits on top of the stack and answers instead
+//! other error from a layer resets the HTTP/2 stream, which a tonic client reports as
+//! `INTERNAL` ("h2 protocol error"), with no pushback and nothing telling it that retrying
+//! elsewhere is safe (`examples/tonic-greeter` has a test showing it). [`GrpcRejectionLayer`] sits on top of the stack and answers instead
 //! with a *trailers-only* gRPC response (HTTP 200, `content-type: application/grpc`, the
 //! status in the headers, empty body):
 //!
