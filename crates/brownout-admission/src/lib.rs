@@ -1,3 +1,248 @@
-//! PriorityAdmission layer: concurrency limit with a priority queue, queueing-delay control and rate limits
+//! Priority admission: a concurrency limit (fixed or adaptive) with a bounded priority
+//! queue, queueing-delay control, anti-starvation and rate limits scaled by the load level.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brownout_admission::{Limit, NoDeadline, PriorityAdmissionLayer, QueueTimeout};
+//! use brownout_core::Priority;
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = PriorityAdmissionLayer::builder()
+//!     .limit(Limit::fixed(16))
+//!     .queue_capacity(64)
+//!     .queue_timeout(QueueTimeout::fixed(Duration::from_millis(50)))
+//!     .classifier(|job: &&str| if job.starts_with("health") { Priority::Critical } else { Priority::Low })
+//!     .deadline(NoDeadline)
+//!     .build()
+//!     .unwrap();
+//! let handle = layer.handle();
+//! let mut svc = layer.layer(service_fn(|job: &'static str| async move { Ok::<_, std::convert::Infallible>(job.len()) }));
+//! assert_eq!(svc.ready().await.unwrap().call("health").await.unwrap(), 6);
+//! assert_eq!(handle.limit(), 16);
+//! assert_eq!(handle.in_flight(), 0);
+//! # }
+//! ```
+//!
+//! # Why, and how it differs from `tower::limit::ConcurrencyLimit`
+//!
+//! tower's `ConcurrencyLimit` takes its permit in `poll_ready`, before the request is known:
+//! under overload every request waits in one FIFO (the semaphore), health checks behind
+//! analytics, each for as long as it takes, and a keep-alive connection that calls
+//! `poll_ready` without `call` holds a permit. Its limit is fixed, and each clone made by
+//! `Layer::layer` (axum builds one per route) has its own semaphore unless shared by hand.
+//!
+//! [`PriorityAdmission`] decides in `call`, where the request and its [`Priority`] are known:
+//!
+//! * **Limit** — [`Limit::fixed`], [`Limit::gradient`] (latency gradient against a probed
+//!   no-load latency, Gradient2 / Envoy style) or [`Limit::aimd`]. The limit never drops
+//!   below `min_limit ≥ 1`. Samples are the latency of admitted requests that *completed*;
+//!   dropped futures are not samples; errors are drops for AIMD and ignored by the gradient.
+//! * **Queue** — when no permit is free, the request waits: highest class first, FIFO within
+//!   a class, except that a head that waited past [`starvation_bound`] is served first.
+//!   Capacity is `queue_capacity × Policy::queue[level]`. When full, a newcomer evicts the
+//!   newest request of the lowest class below its own (that one gets
+//!   `Rejected { QueueFull }`), or is refused with `QueueFull`.
+//! * **Queueing delay** — [`QueueTimeout::codel`] (default 5 ms / 100 ms) or
+//!   [`QueueTimeout::fixed`]: a request that waited past its allowance, or past its own
+//!   [`Deadline`], gets `Rejected { QueueTimeout }` and is never served late. A request
+//!   whose deadline has already passed is refused on arrival.
+//! * **Hand-off** — a released permit goes straight to the best waiter under the queue lock;
+//!   newcomers cannot overtake waiters.
+//! * **Rate limits** — through `governor` (GCRA) on tokio's clock: global
+//!   ([`rate_limit`]) and per key ([`keyed_rate_limit`]); `RateLimited` carries governor's
+//!   `retry_after`. Rate and burst are scaled by `Policy::rate` (100/80/60/40/20 %) with one
+//!   limiter per level, exact for any burst (charging `1 / scale` cells per request in one
+//!   limiter would keep state across level changes, but cannot keep a small burst exact).
+//!   Idle keys are expired with `retain_recent` every [`key_idle_sweep`].
+//! * **Reserved shares** — [`reserve`] holds a share of the limit for one class.
+//! * **Shared state** — every clone of the layer and of the service shares one `Arc`.
+//!
+//! The limit, in-flight and queue lengths per class are readable from an
+//! [`AdmissionHandle`] ([`PriorityAdmissionLayer::handle`]), which also [`close`]s the queue
+//! at shutdown. Queueing delay and depth go to a [`QueueProbe`] when one is set.
+//!
+//! # Readiness
+//!
+//! No permit is taken in `poll_ready`: it forwards the inner service's readiness. A request
+//! admitted at once is passed to the inner service that `poll_ready` prepared. A request
+//! that must wait takes that prepared inner service with it (a clone stays behind), so the
+//! inner service must be `Clone` — as with tower's `Buffer`-style patterns, the readiness
+//! obtained by `poll_ready` is used by the call it was obtained for.
+//!
+//! # Cost
+//!
+//! With a free permit and an empty queue, admission is one level load, one queue-length load
+//! and one CAS on the in-flight counter; no lock, no allocation (with a fixed limit not even a
+//! clock read). Waiting allocates one small slot and takes the queue lock.
+//!
+//! # Cancel safety
+//!
+//! Dropping the response future at any point gives everything back (see
+//! [`future::ResponseFuture`]). A panic in the inner service unwinds through the future and
+//! returns the permit.
+//!
+//! # Errors
+//!
+//! Refusals are [`Rejected`] boxed into [`BoxError`], with reason `QueueFull`,
+//! `QueueTimeout`, `RateLimited` or `ShuttingDown`, the level, the class and a
+//! `retry_after`. The inner service's errors are boxed with `.into()`.
+//!
+//! [`starvation_bound`]: PriorityAdmissionBuilder::starvation_bound
+//! [`rate_limit`]: PriorityAdmissionBuilder::rate_limit
+//! [`keyed_rate_limit`]: PriorityAdmissionBuilder::keyed_rate_limit
+//! [`key_idle_sweep`]: PriorityAdmissionBuilder::key_idle_sweep
+//! [`reserve`]: PriorityAdmissionBuilder::reserve
+//! [`close`]: AdmissionHandle::close
+//! [`Deadline`]: brownout_core::Deadline
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod extract;
+pub mod future;
+mod handle;
+mod layer;
+mod limit;
+mod rate;
+mod shared;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub use brownout_core::{BoxError, Priority, QueueProbe, Rejected};
+use brownout_core::{Classify, FromExtensions, RejectReason};
+pub use config::{PriorityAdmissionBuilder, QueueTimeout};
+pub use extract::{CheckKey, DeadlineFromExtensions, ExtractDeadline, KeyedBy, NoDeadline, NoKey};
+pub use handle::{AdmissionHandle, AdmissionStats};
+pub use layer::PriorityAdmissionLayer;
+pub use limit::{AimdConfig, GradientConfig, Limit};
+pub use rate::RateLimit;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::future::{ResponseFuture, Waiter};
+use crate::shared::{Permit, Shared, Slow};
+
+/// The service built by [`PriorityAdmissionLayer`].
+pub struct PriorityAdmission<S, C = FromExtensions, D = DeadlineFromExtensions, K = NoKey> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    deadline: D,
+    keyed: K,
+}
+
+brownout_core::impl_inner_access!(PriorityAdmission<S, C, D, K>);
+
+impl<S, C, D, K> PriorityAdmission<S, C, D, K> {
+    /// A handle on the shared state (the same as the layer's).
+    pub fn handle(&self) -> AdmissionHandle {
+        AdmissionHandle::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<S: Clone, C: Clone, D: Clone, K: Clone> Clone for PriorityAdmission<S, C, D, K> {
+    fn clone(&self) -> Self {
+        PriorityAdmission {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            classifier: self.classifier.clone(),
+            deadline: self.deadline.clone(),
+            keyed: self.keyed.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, D, K> fmt::Debug for PriorityAdmission<S, C, D, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityAdmission")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, D, K, Req> Service<Req> for PriorityAdmission<S, C, D, K>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<Req>,
+    D: ExtractDeadline<Req>,
+    K: CheckKey<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S, Req>;
+
+    /// Forwards the inner service's readiness; takes no permit.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let class = self.classifier.classify(&req);
+        let level = shared.signal.level();
+        if shared.is_closed() {
+            let r = shared.rejection(RejectReason::ShuttingDown, level, class);
+            return ResponseFuture::rejected(r);
+        }
+        let deadline = self.deadline.deadline(&req).map(|d| d.instant());
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            let r = shared.rejection(RejectReason::QueueTimeout, level, class);
+            return ResponseFuture::rejected(r);
+        }
+        if let Some(rate) = &shared.rate
+            && let Err(retry) = rate.check(level)
+        {
+            let r = shared.reject_with(RejectReason::RateLimited, level, class, retry);
+            return ResponseFuture::rejected(r);
+        }
+        if let Err(retry) = self.keyed.check_key(&req, level) {
+            let r = shared.reject_with(RejectReason::RateLimited, level, class, retry);
+            return ResponseFuture::rejected(r);
+        }
+        if shared.try_admit_fast(class) {
+            return self.admitted(class, level, req);
+        }
+        match shared.admit_slow(class, level, deadline) {
+            Slow::Admitted => self.admitted(class, level, req),
+            Slow::Rejected(reason) => {
+                ResponseFuture::rejected(shared.rejection(reason, level, class))
+            }
+            Slow::Queued { slot, id } => {
+                let waiter = Waiter::new(Arc::clone(shared), slot, id, class, level);
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(waiter, ready, req)
+            }
+        }
+    }
+}
+
+impl<S, C, D, K> PriorityAdmission<S, C, D, K> {
+    #[inline]
+    fn admitted<Req>(
+        &mut self,
+        class: Priority,
+        level: brownout_core::LoadLevel,
+        req: Req,
+    ) -> ResponseFuture<S::Future, S, Req>
+    where
+        S: Service<Req>,
+    {
+        let shared = &self.shared;
+        shared.metrics.admitted(Some(class), level);
+        shared
+            .totals
+            .admitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.record_immediate();
+        let permit = Permit::new(Arc::clone(shared), class);
+        ResponseFuture::running(self.inner.call(req), permit)
+    }
+}

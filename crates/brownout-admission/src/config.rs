@@ -1,0 +1,398 @@
+//! The builder of [`PriorityAdmissionLayer`](crate::PriorityAdmissionLayer).
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brownout_core::config::{ConfigError, check};
+use brownout_core::{
+    FromExtensions, LevelTable, LoadLevel, LoadSignal, Policy, Priority, QueueProbe,
+};
+
+use crate::extract::{DeadlineFromExtensions, KeyedBy, NoKey};
+use crate::layer::PriorityAdmissionLayer;
+use crate::limit::{Algorithm, Limit};
+use crate::rate::{GlobalRate, KeyedRate, RateLimit};
+use crate::shared::{Settings, Shared};
+
+/// How long a request may wait in the queue (its own deadline always applies too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueTimeout {
+    /// CoDel for request queues: if the *minimum* queueing delay over the last `interval`
+    /// exceeded `target`, the queue is standing and queued requests time out after `target`;
+    /// otherwise they may wait up to `interval`.
+    Codel {
+        /// Queueing delay tolerated under a standing queue (default 5 ms).
+        target: Duration,
+        /// Observation interval, and the longest wait without a standing queue (default 100 ms).
+        interval: Duration,
+    },
+    /// A fixed maximum wait.
+    Fixed(Duration),
+}
+
+impl QueueTimeout {
+    /// CoDel with `target` and `interval`.
+    pub const fn codel(target: Duration, interval: Duration) -> QueueTimeout {
+        QueueTimeout::Codel { target, interval }
+    }
+
+    /// A fixed maximum wait.
+    pub const fn fixed(max_wait: Duration) -> QueueTimeout {
+        QueueTimeout::Fixed(max_wait)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match *self {
+            QueueTimeout::Codel { target, interval } => {
+                check::non_zero("queue_timeout.target", target)?;
+                check::non_zero("queue_timeout.interval", interval)?;
+                check::ordered(
+                    "queue_timeout.target",
+                    target,
+                    "queue_timeout.interval",
+                    interval,
+                )
+            }
+            QueueTimeout::Fixed(d) => check::non_zero("queue_timeout", d).map(|_| ()),
+        }
+    }
+}
+
+impl Default for QueueTimeout {
+    /// CoDel with a 5 ms target and a 100 ms interval.
+    fn default() -> QueueTimeout {
+        QueueTimeout::codel(Duration::from_millis(5), Duration::from_millis(100))
+    }
+}
+
+/// Largest accepted queue capacity.
+const MAX_QUEUE: usize = 1 << 20;
+
+/// Builds a [`PriorityAdmissionLayer`]; see the [crate docs](crate) for the behaviour.
+///
+/// `C` classifies requests ([`FromExtensions`] by default, for `http::Request`), `D` reads
+/// their deadline ([`DeadlineFromExtensions`] by default; [`NoDeadline`](crate::NoDeadline)
+/// or a closure for other request types), `K` is the per-key rate limit ([`NoKey`] or
+/// [`KeyedBy`]).
+#[derive(Debug, Clone)]
+pub struct PriorityAdmissionBuilder<C = FromExtensions, D = DeadlineFromExtensions, K = NoKey> {
+    limit: Limit,
+    queue_capacity: usize,
+    queue_timeout: QueueTimeout,
+    starvation_bound: Duration,
+    rate: Option<RateLimit>,
+    keyed: K,
+    keyed_rate: Option<RateLimit>,
+    key_idle_sweep: Duration,
+    reserved: [f64; Priority::COUNT],
+    signal: Option<LoadSignal>,
+    policy: Policy,
+    probe: Option<QueueProbe>,
+    classifier: C,
+    deadline: D,
+    retry_after: Duration,
+    shutdown_retry_after: Duration,
+}
+
+impl Default for PriorityAdmissionBuilder {
+    fn default() -> Self {
+        PriorityAdmissionBuilder {
+            limit: Limit::default(),
+            queue_capacity: 128,
+            queue_timeout: QueueTimeout::default(),
+            starvation_bound: Duration::from_millis(50),
+            rate: None,
+            keyed: NoKey,
+            keyed_rate: None,
+            key_idle_sweep: Duration::from_secs(60),
+            reserved: [0.0; Priority::COUNT],
+            signal: None,
+            policy: Policy::default(),
+            probe: None,
+            classifier: FromExtensions::default(),
+            deadline: DeadlineFromExtensions,
+            retry_after: Duration::from_secs(1),
+            shutdown_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
+    /// The concurrency limit (default: [`Limit::gradient`] with its defaults).
+    #[must_use]
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Requests that may wait at `Normal` (default 128); scaled per level by `Policy::queue`.
+    /// `0` means no queue: a request that finds no free permit is refused at once.
+    #[must_use]
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// How long a request may wait (default CoDel 5 ms / 100 ms).
+    #[must_use]
+    pub fn queue_timeout(mut self, timeout: QueueTimeout) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// A queued request that waited at least this long is served before more important
+    /// ones that waited less (default 50 ms).
+    #[must_use]
+    pub fn starvation_bound(mut self, bound: Duration) -> Self {
+        self.starvation_bound = bound;
+        self
+    }
+
+    /// A global rate limit, scaled by `Policy::rate` at each level.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate = Some(limit);
+        self
+    }
+
+    /// How often idle keys of the keyed rate limit are forgotten (default 60 s).
+    #[must_use]
+    pub fn key_idle_sweep(mut self, period: Duration) -> Self {
+        self.key_idle_sweep = period;
+        self
+    }
+
+    /// Holds `share` of the limit back for `priority`: other classes cannot take those
+    /// permits even when they are free. Shares are fractions in `[0, 1]` summing to at most 1.
+    #[must_use]
+    pub fn reserve(mut self, priority: Priority, share: f64) -> Self {
+        self.reserved[priority.index()] = share;
+        self
+    }
+
+    /// The load signal to read the level from (default: `Normal`, fixed).
+    #[must_use]
+    pub fn signal(mut self, signal: LoadSignal) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+
+    /// The per-level policy (`queue` and `rate` tables are used).
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Reports queueing delay and depth to `probe` (zero delay for immediate admissions).
+    #[must_use]
+    pub fn probe(mut self, probe: QueueProbe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// `retry_after` of `QueueFull` / `QueueTimeout` rejections (default 1 s).
+    #[must_use]
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Default `retry_after` of rejections after [`close`](crate::AdmissionHandle::close)
+    /// (default 1 s).
+    #[must_use]
+    pub fn shutdown_retry_after(mut self, retry_after: Duration) -> Self {
+        self.shutdown_retry_after = retry_after;
+        self
+    }
+
+    /// How requests are classified.
+    pub fn classifier<C2>(self, classifier: C2) -> PriorityAdmissionBuilder<C2, D, K> {
+        PriorityAdmissionBuilder {
+            limit: self.limit,
+            queue_capacity: self.queue_capacity,
+            queue_timeout: self.queue_timeout,
+            starvation_bound: self.starvation_bound,
+            rate: self.rate,
+            keyed: self.keyed,
+            keyed_rate: self.keyed_rate,
+            key_idle_sweep: self.key_idle_sweep,
+            reserved: self.reserved,
+            signal: self.signal,
+            policy: self.policy,
+            probe: self.probe,
+            classifier,
+            deadline: self.deadline,
+            retry_after: self.retry_after,
+            shutdown_retry_after: self.shutdown_retry_after,
+        }
+    }
+
+    /// How a request's deadline is read (a closure `Fn(&Req) -> Option<Deadline>`,
+    /// [`NoDeadline`](crate::NoDeadline) or [`DeadlineFromExtensions`]).
+    pub fn deadline<D2>(self, deadline: D2) -> PriorityAdmissionBuilder<C, D2, K> {
+        PriorityAdmissionBuilder {
+            limit: self.limit,
+            queue_capacity: self.queue_capacity,
+            queue_timeout: self.queue_timeout,
+            starvation_bound: self.starvation_bound,
+            rate: self.rate,
+            keyed: self.keyed,
+            keyed_rate: self.keyed_rate,
+            key_idle_sweep: self.key_idle_sweep,
+            reserved: self.reserved,
+            signal: self.signal,
+            policy: self.policy,
+            probe: self.probe,
+            classifier: self.classifier,
+            deadline,
+            retry_after: self.retry_after,
+            shutdown_retry_after: self.shutdown_retry_after,
+        }
+    }
+
+    /// A rate limit per key (tenant, user, client address): `extract` gives a request's
+    /// key, or `None` for requests that are not limited per key. Scaled per level like the
+    /// global limit; idle keys are forgotten every [`key_idle_sweep`](Self::key_idle_sweep).
+    pub fn keyed_rate_limit<Req, Key, F>(
+        self,
+        extract: F,
+        limit: RateLimit,
+    ) -> PriorityAdmissionBuilder<C, D, KeyedBy<F, Key>>
+    where
+        F: Fn(&Req) -> Option<Key>,
+        Key: Hash + Eq + Clone,
+    {
+        PriorityAdmissionBuilder {
+            limit: self.limit,
+            queue_capacity: self.queue_capacity,
+            queue_timeout: self.queue_timeout,
+            starvation_bound: self.starvation_bound,
+            rate: self.rate,
+            keyed: KeyedBy {
+                extract,
+                limiter: None,
+                _key: PhantomData,
+            },
+            keyed_rate: Some(limit),
+            key_idle_sweep: self.key_idle_sweep,
+            reserved: self.reserved,
+            signal: self.signal,
+            policy: self.policy,
+            probe: self.probe,
+            classifier: self.classifier,
+            deadline: self.deadline,
+            retry_after: self.retry_after,
+            shutdown_retry_after: self.shutdown_retry_after,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.limit.validate()?;
+        if self.queue_capacity > MAX_QUEUE {
+            return Err(ConfigError::new(
+                "queue_capacity",
+                format!("must be at most {MAX_QUEUE} (got {})", self.queue_capacity),
+            ));
+        }
+        self.queue_timeout.validate()?;
+        check::non_zero("starvation_bound", self.starvation_bound)?;
+        if let Some(rate) = &self.rate {
+            rate.validate("rate_limit")?;
+        }
+        if let Some(rate) = &self.keyed_rate {
+            rate.validate("keyed_rate_limit")?;
+        }
+        check::non_zero("key_idle_sweep", self.key_idle_sweep)?;
+        let mut sum = 0.0;
+        for p in Priority::ALL {
+            check::unit_interval(&format!("reserve[{p}]"), self.reserved[p.index()])?;
+            sum += self.reserved[p.index()];
+        }
+        if sum > 1.0 + 1e-9 {
+            return Err(ConfigError::new(
+                "reserve",
+                format!("shares must sum to at most 1 (got {sum})"),
+            ));
+        }
+        self.policy.validate().map_err(|e| e.within("policy"))?;
+        Ok(())
+    }
+
+    fn shared(&self) -> Shared {
+        let now = tokio::time::Instant::now();
+        let caps = LevelTable::from_fn(|level: LoadLevel| {
+            (self.queue_capacity as f64 * self.policy.queue[level]).round() as usize
+        });
+        let reserved = self
+            .reserved
+            .iter()
+            .any(|s| *s > 0.0)
+            .then_some(self.reserved);
+        Shared::new(
+            self.limit.initial(),
+            Algorithm::new(&self.limit, now),
+            Settings {
+                queue_caps: caps,
+                timeout: self.queue_timeout,
+                starvation_bound: self.starvation_bound,
+                reserved,
+                retry_after: self.retry_after,
+                shutdown_retry_after: self.shutdown_retry_after,
+            },
+            self.signal
+                .clone()
+                .unwrap_or_else(|| LoadSignal::fixed(LoadLevel::Normal)),
+            self.probe.clone(),
+            self.rate.map(|r| GlobalRate::new(r, &self.policy.rate)),
+        )
+    }
+}
+
+impl<C, D> PriorityAdmissionBuilder<C, D, NoKey> {
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: a limit of 0 or above 2²⁴, `min_limit > max_limit`,
+    /// NaN / infinite / out-of-range factors, zero durations, a CoDel target above its
+    /// interval, a queue above 2²⁰, a rate ≤ 0 or above 10⁷/s, reserved shares outside
+    /// `[0, 1]` or summing above 1, an invalid policy.
+    pub fn build(self) -> Result<PriorityAdmissionLayer<C, D, NoKey>, ConfigError> {
+        self.validate()?;
+        let shared = Arc::new(self.shared());
+        Ok(PriorityAdmissionLayer::from_parts(
+            shared,
+            self.classifier,
+            self.deadline,
+            NoKey,
+        ))
+    }
+}
+
+impl<C, D, F, Key: Hash + Eq + Clone> PriorityAdmissionBuilder<C, D, KeyedBy<F, Key>> {
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// As for the unkeyed builder, plus an invalid keyed rate.
+    pub fn build(self) -> Result<PriorityAdmissionLayer<C, D, KeyedBy<F, Key>>, ConfigError> {
+        self.validate()?;
+        let shared = Arc::new(self.shared());
+        let keyed_rate = self.keyed_rate.unwrap_or(RateLimit::per_second(1.0));
+        let limiter = KeyedRate::new(keyed_rate, &self.policy.rate, self.key_idle_sweep);
+        let keyed = KeyedBy {
+            extract: self.keyed.extract,
+            limiter: Some(Arc::new(limiter)),
+            _key: PhantomData,
+        };
+        Ok(PriorityAdmissionLayer::from_parts(
+            shared,
+            self.classifier,
+            self.deadline,
+            keyed,
+        ))
+    }
+}

@@ -1,0 +1,218 @@
+//! The response future of [`PriorityAdmission`](crate::PriorityAdmission).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use brownout_core::{BoxError, LoadLevel, Priority, Rejected};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::limit::Outcome;
+use crate::shared::{GRANTED, Permit, Shared, Slot, WaitPoll};
+
+/// A queued request's place; dropping it frees the place (or passes on a permit granted
+/// at the same moment).
+pub(crate) struct Waiter {
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    id: u64,
+    class: Priority,
+    level: LoadLevel,
+    active: bool,
+}
+
+impl Waiter {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        slot: Arc<Slot>,
+        id: u64,
+        class: Priority,
+        level: LoadLevel,
+    ) -> Waiter {
+        Waiter {
+            shared,
+            slot,
+            id,
+            class,
+            level,
+            active: true,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.active {
+            self.shared.cancel_waiter(self.class, self.id, &self.slot);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`PriorityAdmission`](crate::PriorityAdmission): rejected at
+    /// once, waiting in the queue, or running the inner service with a permit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it at any point releases what it holds: a queue place at once, a permit
+    /// (which passes on to the best waiter), including a permit granted at the same moment.
+    pub struct ResponseFuture<F, S, Req> {
+        #[pin]
+        state: State<F, S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, Req> {
+        Rejected { error: Option<Rejected> },
+        Waiting {
+            waiter: Waiter,
+            #[pin]
+            sleep: Sleep,
+            armed: Option<Instant>,
+            svc: Option<S>,
+            req: Option<Req>,
+        },
+        Running {
+            #[pin]
+            fut: F,
+            permit: Permit,
+        },
+        Done,
+    }
+}
+
+impl<F, S, Req> ResponseFuture<F, S, Req> {
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        ResponseFuture {
+            state: State::Rejected {
+                error: Some(rejected),
+            },
+        }
+    }
+
+    pub(crate) fn running(fut: F, permit: Permit) -> Self {
+        ResponseFuture {
+            state: State::Running { fut, permit },
+        }
+    }
+
+    pub(crate) fn waiting(waiter: Waiter, svc: S, req: Req) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                waiter,
+                // Armed with the real expiry at the first poll.
+                sleep: tokio::time::sleep_until(Instant::now()),
+                armed: None,
+                svc: Some(svc),
+                req: Some(req),
+            },
+        }
+    }
+}
+
+impl<F, S, Req> fmt::Debug for ResponseFuture<F, S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Rejected { .. } => "rejected",
+            State::Waiting { .. } => "waiting",
+            State::Running { .. } => "running",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, S, Req, T, E> Future for ResponseFuture<F, S, Req>
+where
+    S: Service<Req, Future = F, Response = T, Error = E>,
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Rejected { error } => {
+                    let error: BoxError = match error.take() {
+                        Some(rejected) => rejected.into(),
+                        None => "admission future polled after completion".into(),
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("admission future polled after completion".into()));
+                }
+                StateProj::Running { fut, permit } => {
+                    let output = ready!(fut.poll(cx));
+                    permit.complete(match output {
+                        Ok(_) => Outcome::Success,
+                        Err(_) => Outcome::Error,
+                    });
+                    // Dropping the permit gives it back and wakes the next waiter.
+                    this.state.set(State::Done);
+                    return Poll::Ready(output.map_err(Into::into));
+                }
+                StateProj::Waiting {
+                    waiter,
+                    mut sleep,
+                    armed,
+                    svc,
+                    req,
+                } => {
+                    let poll = if waiter.slot.state.load(Ordering::Acquire) == GRANTED {
+                        WaitPoll::Granted
+                    } else {
+                        waiter
+                            .shared
+                            .poll_waiter(waiter.class, waiter.id, &waiter.slot, cx.waker())
+                    };
+                    match poll {
+                        WaitPoll::Granted => {
+                            waiter.active = false;
+                            let permit = Permit::new(Arc::clone(&waiter.shared), waiter.class);
+                            let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(
+                                    "admission future polled after completion".into(),
+                                ));
+                            };
+                            let fut = svc.call(req);
+                            this.state.set(State::Running { fut, permit });
+                        }
+                        WaitPoll::Rejected(reason) => {
+                            waiter.active = false;
+                            let rejected =
+                                waiter
+                                    .shared
+                                    .rejection_counted(reason, waiter.level, waiter.class);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(rejected.into()));
+                        }
+                        WaitPoll::Pending(expiry) => {
+                            if *armed != Some(expiry) {
+                                sleep.as_mut().reset(expiry);
+                                *armed = Some(expiry);
+                            }
+                            if sleep.poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            // The expiry passed: the next round rejects it (or finds it granted).
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

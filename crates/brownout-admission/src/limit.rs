@@ -1,0 +1,555 @@
+//! Concurrency-limit algorithms: fixed, gradient (RTT-based) and AIMD.
+
+use std::time::Duration;
+
+use brownout_core::config::{ConfigError, check};
+use tokio::time::Instant;
+
+/// How many requests may run at once: a fixed number or an adaptive algorithm.
+///
+/// ```
+/// use brownout_admission::{AimdConfig, GradientConfig, Limit};
+///
+/// let fixed = Limit::fixed(64);
+/// let gradient = Limit::gradient(GradientConfig::default());
+/// let aimd = Limit::aimd(AimdConfig { max_limit: 200, ..AimdConfig::default() });
+/// # let _ = (fixed, gradient, aimd);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// Exactly this many requests at once.
+    Fixed(usize),
+    /// A gradient algorithm comparing the recent latency to the no-load latency.
+    Gradient(GradientConfig),
+    /// Additive increase, multiplicative decrease on drops (errors, slow calls).
+    Aimd(AimdConfig),
+}
+
+impl Limit {
+    /// A fixed limit of `n` concurrent requests (`n ≥ 1`, checked at build).
+    pub const fn fixed(n: usize) -> Limit {
+        Limit::Fixed(n)
+    }
+
+    /// An adaptive gradient limit.
+    pub const fn gradient(config: GradientConfig) -> Limit {
+        Limit::Gradient(config)
+    }
+
+    /// An adaptive AIMD limit.
+    pub const fn aimd(config: AimdConfig) -> Limit {
+        Limit::Aimd(config)
+    }
+
+    /// The limit in force before any sample was seen.
+    pub(crate) fn initial(&self) -> usize {
+        match self {
+            Limit::Fixed(n) => *n,
+            Limit::Gradient(c) => c.initial_limit,
+            Limit::Aimd(c) => c.initial_limit,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Limit::Fixed(n) => {
+                check::at_least("limit", *n, 1)?;
+                check_absurd("limit", *n)
+            }
+            Limit::Gradient(c) => c.validate().map_err(|e| e.within("limit.gradient")),
+            Limit::Aimd(c) => c.validate().map_err(|e| e.within("limit.aimd")),
+        }
+    }
+}
+
+impl Default for Limit {
+    /// The gradient algorithm with its defaults.
+    fn default() -> Limit {
+        Limit::Gradient(GradientConfig::default())
+    }
+}
+
+/// Largest accepted limit: a limit above it is a configuration mistake, not a real backend.
+pub(crate) const MAX_SANE_LIMIT: usize = 1 << 24;
+
+fn check_absurd(field: &str, n: usize) -> Result<(), ConfigError> {
+    if n > MAX_SANE_LIMIT {
+        Err(ConfigError::new(
+            field,
+            format!("must be at most {MAX_SANE_LIMIT} (got {n})"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigError> {
+    check::at_least("min_limit", min, 1)?;
+    check_absurd("max_limit", max)?;
+    check::ordered("min_limit", min, "max_limit", max)?;
+    check::ordered("min_limit", min, "initial_limit", initial)?;
+    check::ordered("initial_limit", initial, "max_limit", max)
+}
+
+/// Settings of the gradient limit (Netflix Gradient2 / Envoy adaptive concurrency style).
+///
+/// Every `window` (and at least `min_samples` completions) the mean latency of the
+/// completed requests (`sample`) is compared with the no-load latency (`base`):
+///
+/// ```text
+/// gradient = clamp(tolerance × base / sample, 0.5, 1.0)
+/// new      = limit × gradient + headroom
+/// limit    = limit × (1 − smoothing) + new × smoothing      (within [min_limit, max_limit])
+/// ```
+///
+/// Below the backend's knee the latency does not depend on concurrency (`gradient = 1`) and
+/// the limit grows by `headroom` per window; above it the latency grows with concurrency and
+/// the limit settles where `limit ≈ tolerance × K + headroom`. The limit does not grow while
+/// fewer than half the permits were used (application-limited).
+///
+/// The no-load latency `base` is not a running minimum (which inflates as soon as the limit
+/// sits above the knee, as every sample then includes backend queueing). It is measured by a
+/// **probe**, as Envoy does: the limit is pinned to half its value until `probe_samples`
+/// requests admitted after the pin have completed; their mean latency is the new `base`.
+/// A probe runs at start-up (after the first window), every `probe_interval`, and at once
+/// when a window's latency exceeds twice `base` — if the latency did not fall although
+/// concurrency was halved, the backend itself became slower and `base` follows it; if it
+/// fell by 30 % or more, the excess was queueing and `base` is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradientConfig {
+    /// Limit before the first samples (default 20).
+    pub initial_limit: usize,
+    /// The limit never goes below this (default 1, at least 1).
+    pub min_limit: usize,
+    /// The limit never goes above this (default 1000).
+    pub max_limit: usize,
+    /// How long one sample window lasts at least (default 100 ms).
+    pub window: Duration,
+    /// Completions a window needs before it is evaluated (default 8).
+    pub min_samples: usize,
+    /// Latency tolerated above `base` before the limit shrinks (default 1.1, at least 1).
+    pub tolerance: f64,
+    /// Added per window (default 1.0; growth speed and the small standing backend queue).
+    pub headroom: f64,
+    /// Weight of the newly computed limit (default 0.5, in (0, 1]).
+    pub smoothing: f64,
+    /// Period of the no-load latency probes (default 5 s).
+    pub probe_interval: Duration,
+    /// Completions one probe collects (default 8).
+    pub probe_samples: usize,
+}
+
+impl Default for GradientConfig {
+    fn default() -> GradientConfig {
+        GradientConfig {
+            initial_limit: 20,
+            min_limit: 1,
+            max_limit: 1000,
+            window: Duration::from_millis(100),
+            min_samples: 8,
+            tolerance: 1.1,
+            headroom: 1.0,
+            smoothing: 0.5,
+            probe_interval: Duration::from_secs(5),
+            probe_samples: 8,
+        }
+    }
+}
+
+impl GradientConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_bounds(self.min_limit, self.initial_limit, self.max_limit)?;
+        check::non_zero("window", self.window)?;
+        check::at_least("min_samples", self.min_samples, 1)?;
+        check::at_least_f64("tolerance", self.tolerance, 1.0)?;
+        if self.tolerance > 10.0 {
+            return Err(ConfigError::new(
+                "tolerance",
+                format!("must be at most 10 (got {})", self.tolerance),
+            ));
+        }
+        check::at_least_f64("headroom", self.headroom, 0.0)?;
+        check::fraction("smoothing", self.smoothing)?;
+        check::non_zero("probe_interval", self.probe_interval)?;
+        check::at_least("probe_samples", self.probe_samples, 1)?;
+        Ok(())
+    }
+}
+
+/// Settings of the AIMD limit (Netflix `AIMDLimit` style).
+///
+/// Each successful completion while at least half the permits are in use adds one to the
+/// limit; each *drop* multiplies it by `backoff` (once per `window`, so that a burst of
+/// failures counts once). A drop is an error from the inner service (when
+/// `errors_are_drops`) or a completion slower than `latency_threshold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AimdConfig {
+    /// Limit before the first samples (default 20).
+    pub initial_limit: usize,
+    /// The limit never goes below this (default 1, at least 1).
+    pub min_limit: usize,
+    /// The limit never goes above this (default 1000).
+    pub max_limit: usize,
+    /// Multiplier applied on a drop (default 0.9, in [0.5, 1)).
+    pub backoff: f64,
+    /// A completion slower than this is a drop (default none).
+    pub latency_threshold: Option<Duration>,
+    /// Whether an inner error is a drop (default true).
+    pub errors_are_drops: bool,
+    /// At most one decrease per window (default 100 ms).
+    pub window: Duration,
+}
+
+impl Default for AimdConfig {
+    fn default() -> AimdConfig {
+        AimdConfig {
+            initial_limit: 20,
+            min_limit: 1,
+            max_limit: 1000,
+            backoff: 0.9,
+            latency_threshold: None,
+            errors_are_drops: true,
+            window: Duration::from_millis(100),
+        }
+    }
+}
+
+impl AimdConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_bounds(self.min_limit, self.initial_limit, self.max_limit)?;
+        if !(self.backoff.is_finite() && (0.5..1.0).contains(&self.backoff)) {
+            return Err(ConfigError::new(
+                "backoff",
+                format!("must be in [0.5, 1) (got {})", self.backoff),
+            ));
+        }
+        if let Some(t) = self.latency_threshold {
+            check::non_zero("latency_threshold", t)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a completed request ended, as a limit sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    Error,
+}
+
+/// One completed request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    pub(crate) started: Instant,
+    pub(crate) now: Instant,
+    pub(crate) outcome: Outcome,
+    pub(crate) in_flight: usize,
+}
+
+impl Sample {
+    fn rtt(&self) -> Duration {
+        self.now.saturating_duration_since(self.started)
+    }
+}
+
+/// The state of an adaptive algorithm (behind a mutex, touched on completion only).
+#[derive(Debug)]
+pub(crate) enum Algorithm {
+    Gradient(Gradient),
+    Aimd(Aimd),
+}
+
+impl Algorithm {
+    pub(crate) fn new(limit: &Limit, now: Instant) -> Option<Algorithm> {
+        match limit {
+            Limit::Fixed(_) => None,
+            Limit::Gradient(c) => Some(Algorithm::Gradient(Gradient::new(c.clone(), now))),
+            Limit::Aimd(c) => Some(Algorithm::Aimd(Aimd::new(c.clone(), now))),
+        }
+    }
+
+    /// Feeds one sample; returns the limit to enforce.
+    pub(crate) fn on_sample(&mut self, sample: Sample) -> usize {
+        match self {
+            Algorithm::Gradient(g) => g.on_sample(sample),
+            Algorithm::Aimd(a) => a.on_sample(sample),
+        }
+    }
+
+    /// The limit to enforce now.
+    pub(crate) fn effective(&self) -> usize {
+        match self {
+            Algorithm::Gradient(g) => g.effective(),
+            Algorithm::Aimd(a) => a.limit_usize(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Probe {
+    started: Instant,
+    /// Latency of the window that triggered the probe (or the last window).
+    before: Option<f64>,
+    sum: f64,
+    count: usize,
+}
+
+/// Gradient limit state; latencies in seconds as `f64`.
+#[derive(Debug)]
+pub(crate) struct Gradient {
+    config: GradientConfig,
+    limit: f64,
+    base: Option<f64>,
+    window_start: Instant,
+    sum: f64,
+    count: usize,
+    max_in_flight: usize,
+    last_sample: Option<f64>,
+    probe: Option<Probe>,
+    next_probe: Option<Instant>,
+}
+
+impl Gradient {
+    fn new(config: GradientConfig, now: Instant) -> Gradient {
+        Gradient {
+            limit: config.initial_limit as f64,
+            config,
+            base: None,
+            window_start: now,
+            sum: 0.0,
+            count: 0,
+            max_in_flight: 0,
+            last_sample: None,
+            probe: None,
+            next_probe: None,
+        }
+    }
+
+    fn clamp(&self, value: f64) -> f64 {
+        value.clamp(self.config.min_limit as f64, self.config.max_limit as f64)
+    }
+
+    fn effective(&self) -> usize {
+        let limit = self.limit.round() as usize;
+        let limit = limit.clamp(self.config.min_limit, self.config.max_limit);
+        if self.probe.is_some() {
+            (limit / 2).max(self.config.min_limit)
+        } else {
+            limit
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant, before: Option<f64>) {
+        tracing::debug!(limit = self.limit, "admission: probing the no-load latency");
+        self.probe = Some(Probe {
+            started: now,
+            before,
+            sum: 0.0,
+            count: 0,
+        });
+    }
+
+    fn on_sample(&mut self, s: Sample) -> usize {
+        let rtt = s.rtt().as_secs_f64();
+        if s.outcome == Outcome::Error {
+            // Errors are often fast failures: their latency says nothing about the knee.
+            return self.effective();
+        }
+        if let Some(probe) = &mut self.probe {
+            if s.started >= probe.started {
+                probe.sum += rtt;
+                probe.count += 1;
+            }
+            let timed_out = s.now.saturating_duration_since(probe.started)
+                >= self.config.probe_interval.min(Duration::from_secs(2));
+            if probe.count >= self.config.probe_samples || (timed_out && probe.count > 0) {
+                let measured = probe.sum / probe.count as f64;
+                let fell = probe.before.is_some_and(|b| measured < b * 0.7);
+                self.base = Some(match self.base {
+                    Some(old) if fell => old.min(measured),
+                    _ => measured,
+                });
+                tracing::debug!(
+                    base_s = measured,
+                    fell,
+                    "admission: no-load latency measured"
+                );
+                self.probe = None;
+                self.next_probe = Some(s.now + self.config.probe_interval);
+                self.reset_window(s.now);
+            } else if timed_out {
+                // Nothing completed at the pinned limit: give up, keep the old base.
+                self.probe = None;
+                self.next_probe = Some(s.now + self.config.probe_interval);
+                self.reset_window(s.now);
+            }
+            return self.effective();
+        }
+
+        self.sum += rtt;
+        self.count += 1;
+        self.max_in_flight = self.max_in_flight.max(s.in_flight);
+        let elapsed = s.now.saturating_duration_since(self.window_start);
+        if elapsed < self.config.window || self.count < self.config.min_samples {
+            return self.effective();
+        }
+        let sample = self.sum / self.count as f64;
+        let app_limited = (self.max_in_flight as f64) < self.limit / 2.0;
+        self.reset_window(s.now);
+        self.last_sample = Some(sample);
+
+        let Some(base) = self.base else {
+            self.base = Some(sample);
+            self.start_probe(s.now, Some(sample));
+            return self.effective();
+        };
+        let c = &self.config;
+        let gradient = (c.tolerance * base / sample).clamp(0.5, 1.0);
+        let mut new = self.limit * gradient + c.headroom;
+        if app_limited && new > self.limit {
+            new = self.limit;
+        }
+        let old = self.limit;
+        self.limit = self.clamp(self.limit * (1.0 - c.smoothing) + new * c.smoothing);
+        if (self.limit.round() - old.round()).abs() >= 1.0 {
+            tracing::trace!(
+                limit = self.limit,
+                sample_s = sample,
+                base_s = base,
+                "admission: gradient limit"
+            );
+        }
+        let due = self.next_probe.is_some_and(|t| s.now >= t);
+        if sample >= 2.0 * base || due {
+            self.start_probe(s.now, Some(sample));
+        }
+        self.effective()
+    }
+
+    fn reset_window(&mut self, now: Instant) {
+        self.window_start = now;
+        self.sum = 0.0;
+        self.count = 0;
+        self.max_in_flight = 0;
+    }
+}
+
+/// AIMD limit state.
+#[derive(Debug)]
+pub(crate) struct Aimd {
+    config: AimdConfig,
+    limit: f64,
+    last_decrease: Option<Instant>,
+}
+
+impl Aimd {
+    fn new(config: AimdConfig, _now: Instant) -> Aimd {
+        Aimd {
+            limit: config.initial_limit as f64,
+            config,
+            last_decrease: None,
+        }
+    }
+
+    fn limit_usize(&self) -> usize {
+        (self.limit.floor() as usize).clamp(self.config.min_limit, self.config.max_limit)
+    }
+
+    fn on_sample(&mut self, s: Sample) -> usize {
+        let c = &self.config;
+        let slow = c.latency_threshold.is_some_and(|t| s.rtt() > t);
+        let drop = slow || (c.errors_are_drops && s.outcome == Outcome::Error);
+        if drop {
+            let recent = self
+                .last_decrease
+                .is_some_and(|t| s.now.saturating_duration_since(t) < c.window);
+            if !recent {
+                self.limit = (self.limit * c.backoff).max(c.min_limit as f64);
+                self.last_decrease = Some(s.now);
+                tracing::debug!(limit = self.limit, "admission: aimd decrease");
+            }
+        } else if s.in_flight * 2 >= self.limit_usize() {
+            self.limit = (self.limit + 1.0).min(c.max_limit as f64);
+        }
+        self.limit_usize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(started: Instant, ms: u64, outcome: Outcome, in_flight: usize) -> Sample {
+        Sample {
+            started,
+            now: started + Duration::from_millis(ms),
+            outcome,
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn config_refused_naming_field() {
+        let err = Limit::fixed(0).validate().unwrap_err();
+        assert_eq!(err.field(), "limit");
+        let err = Limit::gradient(GradientConfig {
+            min_limit: 0,
+            ..GradientConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "limit.gradient.min_limit");
+        let err = Limit::gradient(GradientConfig {
+            min_limit: 50,
+            max_limit: 10,
+            initial_limit: 20,
+            ..GradientConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "limit.gradient.min_limit");
+        let err = Limit::gradient(GradientConfig {
+            tolerance: f64::NAN,
+            ..GradientConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "limit.gradient.tolerance");
+        let err = Limit::aimd(AimdConfig {
+            backoff: 1.0,
+            ..AimdConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field(), "limit.aimd.backoff");
+        assert!(Limit::fixed(usize::MAX).validate().is_err());
+        assert!(Limit::default().validate().is_ok());
+        assert!(Limit::aimd(AimdConfig::default()).validate().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rel_09_aimd_stays_at_least_min_under_sustained_errors() {
+        let mut algo = Algorithm::new(&Limit::aimd(AimdConfig::default()), Instant::now()).unwrap();
+        for _ in 0..10_000 {
+            let now = Instant::now();
+            let limit = algo.on_sample(sample(now, 1, Outcome::Error, 1));
+            assert!(limit >= 1);
+            tokio::time::advance(Duration::from_millis(150)).await;
+        }
+        assert_eq!(algo.effective(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rel_09_gradient_stays_at_least_min_under_sustained_latency() {
+        let config = GradientConfig::default();
+        let mut algo = Algorithm::new(&Limit::gradient(config), Instant::now()).unwrap();
+        // Latency grows without bound: the limit shrinks but never below 1.
+        for i in 0..5_000u64 {
+            let now = Instant::now();
+            let limit = algo.on_sample(sample(now, 10 + i, Outcome::Success, 50));
+            assert!(limit >= 1);
+            tokio::time::advance(Duration::from_millis(20)).await;
+        }
+        assert!(algo.effective() >= 1);
+    }
+}

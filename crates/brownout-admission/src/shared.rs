@@ -1,0 +1,707 @@
+//! The state every clone of the layer shares: permits, the priority queue, the limit.
+//!
+//! # Concurrency design
+//!
+//! * `in_flight` is an atomic counter; a permit is taken with a CAS loop against `limit`.
+//!   When the queue is empty (`queued == 0`) admission takes no lock (the fast path).
+//! * Everything about waiters lives under one `Mutex<Queue>`. A waiter is granted a permit
+//!   under that lock (its slot's state becomes `GRANTED` and it is woken), so a waiter that
+//!   is dropped at the same moment finds `GRANTED` under the lock and releases the permit,
+//!   which passes on to the next waiter.
+//! * No lost wake-up between a releaser and an enqueuer (Dekker-style, all `SeqCst`): the
+//!   releaser decrements `in_flight` and *then* reads `queued`; the enqueuer increments
+//!   `queued` and *then* tries to take a permit. One of them sees the other.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use brownout_core::telemetry::DecisionMetrics;
+use brownout_core::{
+    LevelTable, LoadLevel, LoadSignal, Priority, QueueProbe, RejectReason, Rejected,
+};
+use tokio::time::Instant;
+
+use crate::config::QueueTimeout;
+use crate::limit::{Algorithm, Outcome, Sample};
+use crate::rate::GlobalRate;
+
+const CLASSES: usize = Priority::COUNT;
+
+pub(crate) const WAITING: u8 = 0;
+pub(crate) const GRANTED: u8 = 1;
+pub(crate) const REJECTED_FULL: u8 = 2;
+pub(crate) const REJECTED_TIMEOUT: u8 = 3;
+pub(crate) const REJECTED_SHUTDOWN: u8 = 4;
+
+/// Where a queued request learns its fate.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) state: AtomicU8,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+    slot: Arc<Slot>,
+    waker: Option<Waker>,
+}
+
+impl Entry {
+    fn expiry(&self, allowed: Duration) -> Instant {
+        let by_wait = self
+            .enqueued
+            .checked_add(allowed)
+            .unwrap_or_else(|| self.enqueued + Duration::from_secs(86_400 * 365));
+        match self.deadline {
+            Some(d) if d < by_wait => d,
+            _ => by_wait,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Codel {
+    interval_end: Instant,
+    min_delay: Option<Duration>,
+    standing: bool,
+}
+
+impl Codel {
+    fn tick(&mut self, now: Instant, target: Duration, interval: Duration) {
+        if now >= self.interval_end {
+            let stale = now >= self.interval_end + interval;
+            self.standing = !stale && self.min_delay.is_some_and(|m| m > target);
+            self.min_delay = None;
+            self.interval_end = now + interval;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Queue {
+    classes: [VecDeque<Entry>; CLASSES],
+    len: usize,
+    next_id: u64,
+    codel: Codel,
+}
+
+impl Queue {
+    fn position(&self, class: usize, id: u64) -> Option<usize> {
+        self.classes[class].binary_search_by_key(&id, |e| e.id).ok()
+    }
+}
+
+/// Counters exposed through the handle.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) admitted: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) rejected: [AtomicU64; REJECT_KINDS],
+}
+
+pub(crate) const REJECT_KINDS: usize = 4;
+
+pub(crate) fn reject_kind(reason: RejectReason) -> usize {
+    match reason {
+        RejectReason::QueueFull => 0,
+        RejectReason::QueueTimeout => 1,
+        RejectReason::RateLimited => 2,
+        _ => 3,
+    }
+}
+
+/// Result of trying to take a permit for one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acquire {
+    Ok,
+    /// Every permit is taken.
+    Full,
+    /// Free permits are held back for other classes' reserved shares.
+    Reserved,
+}
+
+/// What the slow path decided.
+#[derive(Debug)]
+pub(crate) enum Slow {
+    Admitted,
+    Queued { slot: Arc<Slot>, id: u64 },
+    Rejected(RejectReason),
+}
+
+/// What a queued request's poll found.
+#[derive(Debug)]
+pub(crate) enum WaitPoll {
+    Granted,
+    Rejected(RejectReason),
+    Pending(Instant),
+}
+
+/// Static settings of the shared state.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) queue_caps: LevelTable<usize>,
+    pub(crate) timeout: QueueTimeout,
+    pub(crate) starvation_bound: Duration,
+    pub(crate) reserved: Option<[f64; CLASSES]>,
+    pub(crate) retry_after: Duration,
+    pub(crate) shutdown_retry_after: Duration,
+}
+
+pub(crate) struct Shared {
+    in_flight: AtomicUsize,
+    limit: AtomicUsize,
+    class_in_flight: [AtomicUsize; CLASSES],
+    queued: AtomicUsize,
+    class_queued: [AtomicUsize; CLASSES],
+    closed: AtomicBool,
+    close_retry_ns: AtomicU64,
+    queue: Mutex<Queue>,
+    algorithm: Option<Mutex<Algorithm>>,
+    settings: Settings,
+    pub(crate) signal: LoadSignal,
+    probe: Option<QueueProbe>,
+    pub(crate) metrics: DecisionMetrics,
+    pub(crate) rate: Option<GlobalRate>,
+    pub(crate) totals: Totals,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        initial_limit: usize,
+        algorithm: Option<Algorithm>,
+        settings: Settings,
+        signal: LoadSignal,
+        probe: Option<QueueProbe>,
+        rate: Option<GlobalRate>,
+    ) -> Shared {
+        let now = Instant::now();
+        let interval = match settings.timeout {
+            QueueTimeout::Codel { interval, .. } => interval,
+            QueueTimeout::Fixed(d) => d,
+        };
+        let limit = algorithm
+            .as_ref()
+            .map_or(initial_limit, Algorithm::effective)
+            .max(1);
+        Shared {
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            class_in_flight: Default::default(),
+            queued: AtomicUsize::new(0),
+            class_queued: Default::default(),
+            closed: AtomicBool::new(false),
+            close_retry_ns: AtomicU64::new(0),
+            queue: Mutex::new(Queue {
+                classes: Default::default(),
+                len: 0,
+                next_id: 0,
+                codel: Codel {
+                    interval_end: now + interval,
+                    min_delay: None,
+                    standing: false,
+                },
+            }),
+            algorithm: algorithm.map(Mutex::new),
+            settings,
+            signal,
+            probe,
+            metrics: DecisionMetrics::new("admission"),
+            rate,
+            totals: Totals::default(),
+        }
+    }
+
+    // ----- observation -------------------------------------------------------------------
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight_of(&self, class: Priority) -> usize {
+        self.class_in_flight[class.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queued_of(&self, class: Priority) -> usize {
+        self.class_queued[class.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queue_capacity(&self, level: LoadLevel) -> usize {
+        self.settings.queue_caps[level]
+    }
+
+    /// Whether the CoDel controller currently sees a standing queue.
+    pub(crate) fn standing_queue(&self) -> bool {
+        lock(&self.queue).codel.standing
+    }
+
+    pub(crate) fn tracks_latency(&self) -> bool {
+        self.algorithm.is_some()
+    }
+
+    // ----- rejections --------------------------------------------------------------------
+
+    pub(crate) fn rejection(
+        &self,
+        reason: RejectReason,
+        level: LoadLevel,
+        class: Priority,
+    ) -> Rejected {
+        let retry = match reason {
+            RejectReason::ShuttingDown => {
+                Duration::from_nanos(self.close_retry_ns.load(Ordering::Relaxed))
+            }
+            _ => self.settings.retry_after,
+        };
+        self.reject_with(reason, level, class, retry)
+    }
+
+    /// The rejection of a queued request, already counted when it was decided.
+    pub(crate) fn rejection_counted(
+        &self,
+        reason: RejectReason,
+        level: LoadLevel,
+        class: Priority,
+    ) -> Rejected {
+        let retry = match reason {
+            RejectReason::ShuttingDown => {
+                Duration::from_nanos(self.close_retry_ns.load(Ordering::Relaxed))
+            }
+            _ => self.settings.retry_after,
+        };
+        Rejected::new(reason, level)
+            .with_priority(class)
+            .with_retry_after(retry)
+    }
+
+    pub(crate) fn reject_with(
+        &self,
+        reason: RejectReason,
+        level: LoadLevel,
+        class: Priority,
+        retry_after: Duration,
+    ) -> Rejected {
+        let rejected = Rejected::new(reason, level)
+            .with_priority(class)
+            .with_retry_after(retry_after);
+        self.metrics.rejected(&rejected);
+        self.totals.rejected[reject_kind(reason)].fetch_add(1, Ordering::Relaxed);
+        rejected
+    }
+
+    // ----- permits -----------------------------------------------------------------------
+
+    fn unused_reserved_others(
+        &self,
+        reserved: &[f64; CLASSES],
+        class: usize,
+        limit: usize,
+    ) -> usize {
+        let mut unused = 0;
+        for (d, share) in reserved.iter().enumerate() {
+            if d == class || *share <= 0.0 {
+                continue;
+            }
+            let held = (*share * limit as f64) as usize;
+            let used = self.class_in_flight[d].load(Ordering::Relaxed);
+            unused += held.saturating_sub(used);
+        }
+        unused
+    }
+
+    fn try_acquire(&self, class: usize) -> Acquire {
+        let mut current = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            let limit = self.limit.load(Ordering::SeqCst);
+            if current >= limit {
+                return Acquire::Full;
+            }
+            if let Some(reserved) = &self.settings.reserved
+                && current + self.unused_reserved_others(reserved, class, limit) >= limit
+            {
+                return Acquire::Reserved;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.class_in_flight[class].fetch_add(1, Ordering::Relaxed);
+        Acquire::Ok
+    }
+
+    /// The lock-free admit path: a permit when nobody waits and one is free.
+    #[inline]
+    pub(crate) fn try_admit_fast(&self, class: Priority) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0 && self.try_acquire(class.index()) == Acquire::Ok
+    }
+
+    /// Gives a permit back and hands it on to the best waiter, if any.
+    pub(crate) fn release(&self, class: Priority) {
+        self.class_in_flight[class.index()].fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            let mut q = lock(&self.queue);
+            self.dispatch(&mut q, Instant::now());
+        }
+    }
+
+    /// Feeds a completed request's latency to the adaptive limit.
+    pub(crate) fn on_complete(&self, started: Instant, outcome: Outcome) {
+        let Some(algorithm) = &self.algorithm else {
+            return;
+        };
+        let sample = Sample {
+            started,
+            now: Instant::now(),
+            outcome,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        };
+        let new = lock(algorithm).on_sample(sample).max(1);
+        let old = self.limit.swap(new, Ordering::SeqCst);
+        if new != old {
+            tracing::trace!(limit = new, previous = old, "admission: limit changed");
+        }
+        if new > old && self.queued.load(Ordering::SeqCst) != 0 {
+            let mut q = lock(&self.queue);
+            self.dispatch(&mut q, Instant::now());
+        }
+    }
+
+    // ----- the queue ---------------------------------------------------------------------
+
+    fn allowed_wait(&self, q: &mut Queue, now: Instant) -> Duration {
+        match self.settings.timeout {
+            QueueTimeout::Fixed(d) => d,
+            QueueTimeout::Codel { target, interval } => {
+                q.codel.tick(now, target, interval);
+                if q.codel.standing { target } else { interval }
+            }
+        }
+    }
+
+    fn record_dequeue(&self, q: &mut Queue, class: usize, now: Instant, waited: Duration) {
+        q.len -= 1;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.class_queued[class].fetch_sub(1, Ordering::Relaxed);
+        if let Some(probe) = &self.probe {
+            probe.dequeued(waited);
+        }
+        if let QueueTimeout::Codel { target, interval } = self.settings.timeout {
+            q.codel.tick(now, target, interval);
+            q.codel.min_delay = Some(q.codel.min_delay.map_or(waited, |m| m.min(waited)));
+        }
+    }
+
+    /// Finishes a removed entry with `state` and wakes it.
+    fn finish(&self, q: &mut Queue, class: usize, mut entry: Entry, state: u8, now: Instant) {
+        let waited = now.saturating_duration_since(entry.enqueued);
+        self.record_dequeue(q, class, now, waited);
+        let level = self.signal.level();
+        let priority = Priority::ALL[class];
+        match state {
+            GRANTED => {
+                self.metrics.admitted(Some(priority), level);
+                self.totals.admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            REJECTED_FULL => {
+                self.rejection(RejectReason::QueueFull, level, priority);
+            }
+            REJECTED_TIMEOUT => {
+                self.rejection(RejectReason::QueueTimeout, level, priority);
+            }
+            _ => {
+                self.rejection(RejectReason::ShuttingDown, level, priority);
+            }
+        }
+        entry.slot.state.store(state, Ordering::Release);
+        if let Some(waker) = entry.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The classes to try, best first: heads that waited past the starvation bound (oldest
+    /// first), then every non-empty class by priority.
+    fn candidates(&self, q: &Queue, now: Instant) -> ([usize; CLASSES], usize) {
+        let mut order = [0; CLASSES];
+        let mut n = 0;
+        let mut starved: [(Instant, usize); CLASSES] = [(now, 0); CLASSES];
+        let mut s = 0;
+        for c in 0..CLASSES {
+            if let Some(head) = q.classes[c].front()
+                && now.saturating_duration_since(head.enqueued) >= self.settings.starvation_bound
+            {
+                starved[s] = (head.enqueued, c);
+                s += 1;
+            }
+        }
+        starved[..s].sort_unstable();
+        for &(_, c) in &starved[..s] {
+            order[n] = c;
+            n += 1;
+        }
+        for c in 0..CLASSES {
+            if !q.classes[c].is_empty() && !order[..n].contains(&c) {
+                order[n] = c;
+                n += 1;
+            }
+        }
+        (order, n)
+    }
+
+    /// Hands free permits to the best waiters; rejects waiters that waited too long.
+    fn dispatch(&self, q: &mut Queue, now: Instant) {
+        while q.len > 0 {
+            let allowed = self.allowed_wait(q, now);
+            for c in 0..CLASSES {
+                while q.classes[c]
+                    .front()
+                    .is_some_and(|e| now >= e.expiry(allowed))
+                {
+                    if let Some(entry) = q.classes[c].pop_front() {
+                        self.finish(q, c, entry, REJECTED_TIMEOUT, now);
+                    }
+                }
+            }
+            let (order, n) = self.candidates(q, now);
+            let mut granted = false;
+            for &c in &order[..n] {
+                match self.try_acquire(c) {
+                    Acquire::Ok => {
+                        if let Some(entry) = q.classes[c].pop_front() {
+                            self.finish(q, c, entry, GRANTED, now);
+                        }
+                        granted = true;
+                        break;
+                    }
+                    Acquire::Full => return,
+                    Acquire::Reserved => {}
+                }
+            }
+            if !granted {
+                return;
+            }
+        }
+    }
+
+    /// The locked admit path: serve waiters first, then admit, queue (maybe evicting a
+    /// lower class) or refuse.
+    pub(crate) fn admit_slow(
+        &self,
+        class: Priority,
+        level: LoadLevel,
+        deadline: Option<Instant>,
+    ) -> Slow {
+        let c = class.index();
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        if self.is_closed() {
+            return Slow::Rejected(RejectReason::ShuttingDown);
+        }
+        self.dispatch(&mut q, now);
+        let nobody_before = q.classes[..=c].iter().all(VecDeque::is_empty);
+        if nobody_before && self.try_acquire(c) == Acquire::Ok {
+            return Slow::Admitted;
+        }
+        let cap = self.settings.queue_caps[level];
+        if q.len >= cap {
+            // Evict the newest request of the lowest class below ours, if any.
+            let victim = (c + 1..CLASSES).rev().find(|&d| !q.classes[d].is_empty());
+            match victim {
+                Some(d) if cap > 0 => {
+                    if let Some(entry) = q.classes[d].pop_back() {
+                        self.totals.evicted.fetch_add(1, Ordering::Relaxed);
+                        self.finish(&mut q, d, entry, REJECTED_FULL, now);
+                    }
+                }
+                _ => return Slow::Rejected(RejectReason::QueueFull),
+            }
+        }
+        let slot = Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+        });
+        let id = q.next_id;
+        q.next_id += 1;
+        q.classes[c].push_back(Entry {
+            id,
+            enqueued: now,
+            deadline,
+            slot: Arc::clone(&slot),
+            waker: None,
+        });
+        q.len += 1;
+        self.class_queued[c].fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.totals.queued.fetch_add(1, Ordering::Relaxed);
+        if let Some(probe) = &self.probe {
+            probe.enqueued();
+        }
+        // A permit may have been released between our attempt and the increment above.
+        self.dispatch(&mut q, now);
+        Slow::Queued { slot, id }
+    }
+
+    /// Polls a queued request: its fate, or when to check again (and stores its waker).
+    pub(crate) fn poll_waiter(
+        &self,
+        class: Priority,
+        id: u64,
+        slot: &Slot,
+        waker: &Waker,
+    ) -> WaitPoll {
+        let c = class.index();
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        match slot.state.load(Ordering::Acquire) {
+            WAITING => {}
+            GRANTED => return WaitPoll::Granted,
+            REJECTED_FULL => return WaitPoll::Rejected(RejectReason::QueueFull),
+            REJECTED_TIMEOUT => return WaitPoll::Rejected(RejectReason::QueueTimeout),
+            _ => return WaitPoll::Rejected(RejectReason::ShuttingDown),
+        }
+        let allowed = self.allowed_wait(&mut q, now);
+        let Some(pos) = q.position(c, id) else {
+            // Unreachable while WAITING; treat as a timeout rather than hang.
+            return WaitPoll::Rejected(RejectReason::QueueTimeout);
+        };
+        let expiry = q.classes[c][pos].expiry(allowed);
+        if now >= expiry {
+            if let Some(entry) = q.classes[c].remove(pos) {
+                self.finish(&mut q, c, entry, REJECTED_TIMEOUT, now);
+            }
+            return WaitPoll::Rejected(RejectReason::QueueTimeout);
+        }
+        let entry = &mut q.classes[c][pos];
+        match &entry.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => entry.waker = Some(waker.clone()),
+        }
+        WaitPoll::Pending(expiry)
+    }
+
+    /// A queued request's future was dropped: free its slot, or pass on a permit that was
+    /// granted to it at the same moment.
+    pub(crate) fn cancel_waiter(&self, class: Priority, id: u64, slot: &Slot) {
+        let c = class.index();
+        let mut q = lock(&self.queue);
+        match slot.state.load(Ordering::Acquire) {
+            WAITING => {
+                if let Some(pos) = q.position(c, id)
+                    && let Some(entry) = q.classes[c].remove(pos)
+                {
+                    let now = Instant::now();
+                    let waited = now.saturating_duration_since(entry.enqueued);
+                    q.len -= 1;
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    self.class_queued[c].fetch_sub(1, Ordering::Relaxed);
+                    if let Some(probe) = &self.probe {
+                        probe.dequeued(waited);
+                    }
+                }
+            }
+            GRANTED => {
+                drop(q);
+                self.release(class);
+            }
+            _ => {}
+        }
+    }
+
+    /// Refuses every queued request and every new one.
+    pub(crate) fn close(&self, retry_after: Duration) {
+        let ns = u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX);
+        self.close_retry_ns.store(ns, Ordering::Relaxed);
+        let mut q = lock(&self.queue);
+        let was_closed = self.closed.swap(true, Ordering::SeqCst);
+        let now = Instant::now();
+        let mut rejected = 0usize;
+        for c in 0..CLASSES {
+            while let Some(entry) = q.classes[c].pop_front() {
+                self.finish(&mut q, c, entry, REJECTED_SHUTDOWN, now);
+                rejected += 1;
+            }
+        }
+        if !was_closed {
+            tracing::info!(rejected, "admission: closed, queued requests rejected");
+        }
+    }
+
+    pub(crate) fn record_immediate(&self) {
+        if let Some(probe) = &self.probe {
+            probe.record_delay(Duration::ZERO);
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+/// A permit held by an admitted request; dropping it gives the permit back.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    class: Priority,
+    started: Option<Instant>,
+}
+
+impl Permit {
+    pub(crate) fn new(shared: Arc<Shared>, class: Priority) -> Permit {
+        let started = shared.tracks_latency().then(Instant::now);
+        Permit {
+            shared,
+            class,
+            started,
+        }
+    }
+
+    /// The request completed: feed its latency to the limit (the permit is released on drop).
+    pub(crate) fn complete(&self, outcome: Outcome) {
+        if let Some(started) = self.started {
+            self.shared.on_complete(started, outcome);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.release(self.class);
+    }
+}
