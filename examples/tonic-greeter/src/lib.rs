@@ -138,6 +138,13 @@ pub struct GreeterService {
     work: Duration,
 }
 
+impl GreeterService {
+    /// A greeter that reports the level of `signal` and works `work` per call.
+    pub fn new(signal: LoadSignal, work: Duration) -> GreeterService {
+        GreeterService { signal, work }
+    }
+}
+
 #[tonic::async_trait]
 impl Greeter for GreeterService {
     async fn say_hello(
@@ -221,10 +228,7 @@ pub async fn serve(
     let classifier = HttpClassifier::new()
         .route(HEALTH_CHECK_PATH, Priority::Critical)
         .header("x-priority");
-    let greeter = GreeterService {
-        signal: signal.clone(),
-        work,
-    };
+    let greeter = GreeterService::new(signal.clone(), work);
 
     Server::builder()
         .layer(GrpcRejectionLayer::new().with_level_header(signal.clone()))

@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use brownout::admission::RateLimit;
 use brownout::monitor::Monitor;
+use brownout::shed::LoadShedLayer;
 use brownout::shutdown::{Shutdown, ShutdownReport};
-use brownout::{BoxError, LoadLevel, LoadPublisher, Priority};
+use brownout::{BoxError, LoadLevel, LoadPublisher, LoadSignal, Priority};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
-use tonic_greeter::{ServerConfig, connect, hello};
+use tonic_greeter::proto::greeter_server::GreeterServer;
+use tonic_greeter::{GreeterService, ServerConfig, connect, hello};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -180,4 +184,37 @@ async fn rel_07_rate_limited_call_is_resource_exhausted_with_pushback() {
         .await
         .unwrap()
         .unwrap();
+}
+
+// Why GrpcRejectionLayer exists: without it, a brownout rejection is not a tonic `Status`,
+// so tonic resets the HTTP/2 stream and the client sees INTERNAL, with no pushback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_rejection_layer_a_shed_call_is_internal() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let signal = LoadSignal::fixed(LoadLevel::Emergency);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(LoadShedLayer::default().with_signal(signal.clone()))
+            .add_service(GreeterServer::new(GreeterService::new(
+                signal,
+                Duration::ZERO,
+            )))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+    let mut client = bounded("connect", connect(addr)).await.unwrap();
+    let status = bounded(
+        "low call",
+        client.say_hello(hello("x", Priority::Low, None)),
+    )
+    .await
+    .expect_err("Low is shed at Emergency");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(metadata(&status, "grpc-retry-pushback-ms").is_none());
+
+    let _ = stop.send(());
+    bounded("server exit", server).await.unwrap().unwrap();
 }
