@@ -12,7 +12,7 @@ use std::time::Duration;
 use brownout_core::BoxError;
 use brownout_retry::hedge::{HedgeConfig, HedgeLayer};
 use brownout_retry::throttle::{AdaptiveThrottleConfig, AdaptiveThrottleLayer};
-use brownout_retry::{RetryConfig, RetryLayer};
+use brownout_retry::{RetryBudget, RetryConfig, RetryLayer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 use tower::retry::Policy;
@@ -133,5 +133,22 @@ fn success_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, success_path);
+/// One deposit into each budget, next to the clock read both pay for.
+fn budget_deposit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("budget_deposit");
+    group.bench_function("tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let tower_budget = TpsBudget::new(Duration::from_secs(10), 1, 0.1);
+    group.bench_function("tower_tps_budget", |b| {
+        b.iter(|| black_box(&tower_budget).deposit())
+    });
+    let ours = RetryBudget::new(Duration::from_secs(10), 1.0, 0.1).unwrap();
+    group.bench_function("brownout_retry_budget", |b| {
+        b.iter(|| black_box(&ours).deposit())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, success_path, budget_deposit);
 criterion_main!(benches);

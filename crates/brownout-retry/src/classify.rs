@@ -148,8 +148,9 @@ impl<Res, E: AsError> RetryClassifier<Res, E> for DefaultClassifier {
 /// - a trailers-only gRPC answer with `grpc-status: 14` (`UNAVAILABLE`) is retried;
 ///   `8` (`RESOURCE_EXHAUSTED`) only when it carries a pushback;
 /// - a negative or malformed `grpc-retry-pushback-ms` means "do not retry";
-/// - a `503` whose `x-load-level` header reports `High` or above is not retried: the server
-///   says it is overloaded;
+/// - a `503` or gRPC `UNAVAILABLE` whose `x-load-level` header reports `High` or above is
+///   not retried: the server says it is overloaded (the brownout http and gRPC integrations
+///   stamp that header on their rejections);
 /// - anything else (`500` included: the work may have been done) is returned as is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpClassifier;
@@ -181,8 +182,10 @@ pub fn classify_response(status: http::StatusCode, headers: &http::HeaderMap) ->
         Some(Pushback::After(after)) => Some(after),
         _ => None,
     };
+    let overloaded = || server_level(headers).is_some_and(|level| level >= LoadLevel::High);
     let grpc_status = headers.get("grpc-status").map(|v| v.as_bytes());
     match grpc_status {
+        Some(b"14") if overloaded() => return RetryDecision::Fail,
         Some(b"14") => return RetryDecision::Retry { after: pushback },
         Some(b"8") if pushback.is_some() => return RetryDecision::Retry { after: pushback },
         Some(b"0") | None => {}
@@ -190,9 +193,7 @@ pub fn classify_response(status: http::StatusCode, headers: &http::HeaderMap) ->
     }
     match status.as_u16() {
         429 | 502 | 503 | 504 => {
-            if status == http::StatusCode::SERVICE_UNAVAILABLE
-                && server_level(headers).is_some_and(|level| level >= LoadLevel::High)
-            {
+            if status == http::StatusCode::SERVICE_UNAVAILABLE && overloaded() {
                 return RetryDecision::Fail;
             }
             let after = headers
@@ -302,6 +303,13 @@ mod tests {
         );
         assert_eq!(
             c.classify(&response(200, &[("grpc-status", "8")])),
+            RetryDecision::Fail
+        );
+        assert_eq!(
+            c.classify(&response(
+                200,
+                &[("grpc-status", "14"), ("x-load-level", "emergency")]
+            )),
             RetryDecision::Fail
         );
         assert_eq!(

@@ -45,6 +45,11 @@ impl RetryLayer<HttpClassifier, HttpClone, HttpRequests> {
     /// [`HttpClassifier`], idempotent methods only, the [`Deadline`](brownout_core::Deadline)
     /// extension respected, bodies copied when [`TryCloneBody`](crate::TryCloneBody)
     /// (buffer streaming bodies with [`BufferBodyLayer`](crate::body::BufferBodyLayer)).
+    ///
+    /// The classifier looks into errors through [`AsError`](crate::AsError) (`BoxError`,
+    /// `io::Error`, …). For a client whose error type is its own (hyper-util's
+    /// `legacy::Error`, tonic's `transport::Error`), box it first with tower's
+    /// `ServiceBuilder::map_err(BoxError::from)` below this layer.
     pub fn http(config: RetryConfig) -> Self {
         RetryLayer {
             config,

@@ -577,3 +577,55 @@ async fn rel_03_clones_racing_share_one_budget() {
     );
     assert_eq!(u64::from(retries), layer.stats().retries);
 }
+
+/// `Retry-After` as an HTTP-date (IMF-fixdate) about five seconds ahead of the wall clock.
+#[tokio::test(start_paused = true)]
+async fn http_retry_after_date_is_honoured() {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 5;
+    let date = imf_fixdate(at);
+    let (svc, calls) = http_backend(vec![status(503, &[("retry-after", date.leak())])]);
+    let mut svc = RetryLayer::http(config().build().unwrap()).layer(svc);
+    let start = Instant::now();
+    let req = http::Request::get("/").body(String::new()).unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Whole seconds, measured against the wall clock while the test clock is paused.
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Formats seconds since the epoch as `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn imf_fixdate(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
