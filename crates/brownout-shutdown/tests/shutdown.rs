@@ -883,3 +883,43 @@ fn signal_listener_without_an_io_driver_ends_without_triggering() {
         assert!(!shutdown.is_triggered());
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn abort_wakes_the_task_that_polled_last_after_the_waker_changed() {
+    let shutdown = Shutdown::builder().drain_timeout(secs(5)).build().unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<&str, &str, _>(shutdown.layer());
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = Box::pin(svc.call("slow"));
+    // First poll with one waker (registers it for the abort) ...
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    let (_req, _never_answered) = handle.next_request().await.unwrap();
+    // ... then the future moves to a task with another waker.
+    let task = tokio::spawn(fut);
+    settle().await;
+    shutdown.trigger();
+    let start = Instant::now();
+    let result = tokio::time::timeout(secs(60), task)
+        .await
+        .expect("woken at the deadline, not left hanging");
+    let err = result.unwrap().unwrap_err();
+    assert!(err.downcast_ref::<Aborted>().is_some());
+    assert_eq!(start.elapsed(), secs(5));
+}
+
+#[test]
+fn handles_services_and_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Shutdown>();
+    send_sync::<brownout_shutdown::ShutdownGuardLayer>();
+    send_sync::<ShutdownGuard<Sleeper>>();
+    send_sync::<ShutdownReport>();
+    send_sync::<Aborted>();
+    let shutdown = Shutdown::new();
+    send(&shutdown.triggered());
+    send(&shutdown.refusing());
+    send(&shutdown.drained());
+    send(&shutdown.wait());
+    send(&ShutdownGuard::new(Sleeper, &shutdown).call(SEC));
+}
