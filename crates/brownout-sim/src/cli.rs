@@ -77,7 +77,8 @@ USAGE: brownout-sim [OPTIONS]
   --slowdown-load 0.8     offered load (x nominal capacity) of the slowdown scenario, where
                           the backend is 3x slower during the middle third of the run
   --scenario all          load | slowdown | all
-  --stacks a,b            stacks to compare (default: all)
+  --stacks a,b            stacks to compare: unprotected, tower, bulkhead, brownout,
+                          brownout-fixed (the default: all five), brownout-defaults
   --duration 10           virtual seconds per scenario (default 10, slowdown 12)
   --quick                 short runs for CI (2 s, slowdown 3 s) unless --duration is given
   --workers 16            backend workers
@@ -270,4 +271,101 @@ pub fn render_text(args: &Args, reports: &[Report]) -> String {
     out.push('\n');
     out.push_str(&table::render(reports));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let args = Args::parse([]).unwrap();
+        assert_eq!(args.loads, [0.5, 1.0, 2.0, 4.0, 8.0]);
+        assert_eq!(args.which, Which::All);
+        assert_eq!(args.stacks, Stack::ALL);
+        let scenarios = args.scenarios();
+        assert_eq!(scenarios.len(), 6);
+        assert!(
+            scenarios[..5]
+                .iter()
+                .all(|s| s.duration == Duration::from_secs(10))
+        );
+        assert_eq!(scenarios[5].duration, Duration::from_secs(12));
+        assert!(scenarios[5].slowdown.is_some());
+        assert_eq!(scenarios[0].capacity(), 800.0);
+    }
+
+    #[test]
+    fn flags_with_values_inline_or_separate() {
+        let args = Args::parse([
+            "--workers=8",
+            "--service-ms",
+            "10",
+            "--deadline-ms=250",
+            "--seed",
+            "7",
+            "--duration",
+            "1.5",
+            "--scenario",
+            "slowdown",
+            "--stacks",
+            "tower,brownout-fixed",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(args.workers, 8);
+        assert_eq!(args.service, Duration::from_millis(10));
+        assert_eq!(args.deadline, Duration::from_millis(250));
+        assert_eq!(args.seed, 7);
+        assert!(args.json);
+        assert_eq!(args.stacks, [Stack::Tower, Stack::BrownoutFixed]);
+        let scenarios = args.scenarios();
+        assert_eq!(scenarios.len(), 1);
+        assert_eq!(scenarios[0].duration, Duration::from_millis(1500));
+        assert_eq!(scenarios[0].capacity(), 800.0);
+        let quick = Args::parse(["--quick", "--scenario", "load"]).unwrap();
+        assert!(
+            quick
+                .scenarios()
+                .iter()
+                .all(|s| s.duration == Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_flag() {
+        for (argv, flag) in [
+            (&["--loads", "1,x"][..], "--loads"),
+            (&["--loads", "-2"], "--loads"),
+            (&["--loads", "NaN"], "--loads"),
+            (&["--workers", "0"], "--workers"),
+            (&["--duration"], "--duration"),
+            (&["--duration", "1e9"], "--duration"),
+            (&["--scenario", "spike"], "--scenario"),
+            (&["--stacks", "envoy"], "--stacks"),
+            (&["--seed", "-1"], "--seed"),
+            (&["--frobnicate"], "--frobnicate"),
+        ] {
+            let err = Args::parse(argv.iter().copied()).unwrap_err();
+            assert!(err.contains(flag), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn text_report_explains_itself() {
+        let args =
+            Args::parse(["--loads", "2", "--scenario", "load", "--duration", "0.5"]).unwrap();
+        let reports = args.run();
+        assert_eq!(reports.len(), Stack::ALL.len());
+        let text = render_text(&args, &reports);
+        for stack in Stack::ALL {
+            assert!(text.contains(stack.description()), "{stack}");
+        }
+        assert!(text.contains("priority score"));
+        assert!(text.contains("best: "));
+        let json = reports[0].to_json();
+        assert!(json.starts_with("{\"scenario\":\"load 2x\",\"stack\":\"unprotected\""));
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        assert_eq!(json.matches('[').count(), json.matches(']').count());
+    }
 }

@@ -41,4 +41,4 @@ pub use report::{
 };
 pub use runner::{Instrumented, reason_of, run_with, simulate};
 pub use scenario::{Scenario, ServiceDist, Slowdown};
-pub use stack::{Stack, run};
+pub use stack::{BrownoutSettings, Stack, brownout_stack, run};

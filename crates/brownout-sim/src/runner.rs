@@ -19,6 +19,8 @@ pub struct Instrumented<S> {
     pub signal: Option<LoadSignal>,
     /// Reads its current concurrency limit; sampled every 100 ms.
     pub limit: Option<Box<dyn Fn() -> usize + Send>>,
+    /// Anything that must live as long as the run (a `Monitor`, whose drop stops its ticks).
+    pub keep_alive: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl<S> Instrumented<S> {
@@ -28,7 +30,15 @@ impl<S> Instrumented<S> {
             service,
             signal: None,
             limit: None,
+            keep_alive: Vec::new(),
         }
+    }
+
+    /// Keeps `value` alive until the run ends.
+    #[must_use]
+    pub fn keep_alive(mut self, value: impl std::any::Any + Send) -> Instrumented<S> {
+        self.keep_alive.push(Box::new(value));
+        self
     }
 
     /// Records the level changes of `signal`.
@@ -105,6 +115,7 @@ where
         service,
         signal,
         limit,
+        keep_alive,
     } = build(backend.clone());
     let end = origin + scenario.duration + scenario.deadline + Duration::from_millis(1);
 
@@ -171,6 +182,7 @@ where
     // Every request ends by its deadline.
     tokio::time::sleep_until(end).await;
     drop(service);
+    drop(keep_alive);
 
     let outcomes = lock(&outcomes).clone();
     let levels = lock(&levels).clone();

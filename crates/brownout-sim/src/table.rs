@@ -137,7 +137,8 @@ fn render_group(out: &mut String, group: &[&Report]) {
     if first.phases.len() > 1 {
         let _ = writeln!(
             out,
-            "phases (goodput against the capacity left; 'settled' leaves out the first second after a change):"
+            "phases: goodput against the capacity left / efficiency, priority score, median concurrency \
+             limit; 'settled' leaves out the first second after a change:"
         );
         for r in group {
             let cells: Vec<String> = r
@@ -149,9 +150,10 @@ fn render_group(out: &mut String, group: &[&Report]) {
                         .limit_median
                         .map_or(String::new(), |m| format!(" limit {m:.0}"));
                     format!(
-                        "{} {}% prio {}%{limit}",
+                        "{} {}%/{}% prio {}%{limit}",
                         w.label,
                         pct(w.goodput()),
+                        pct(w.efficiency()),
                         pct(w.priority_score())
                     )
                 })

@@ -1,0 +1,195 @@
+//! The targets of issue #4 for the brownout stack (16 workers × 20 ms, deadline 500 ms),
+//! asserted with a small margin on shorter runs than the CLI's (virtual seconds cost real
+//! CPU per request in debug builds).
+//!
+//! Targets the stack misses today are `#[ignore]`d with the figures in the reason; run them
+//! with `cargo test -p brownout-sim --test targets -- --ignored`.
+
+use std::time::Duration;
+
+use brownout_core::Priority;
+use brownout_sim::{Report, Scenario, Stack, Window, run};
+
+const OVERLOADS: [f64; 3] = [2.0, 4.0, 8.0];
+const BROWNOUT: [Stack; 2] = [Stack::BrownoutFixed, Stack::Brownout];
+
+fn load(l: f64) -> Scenario {
+    Scenario::load(l).with_duration(Duration::from_secs(4))
+}
+
+fn slowdown() -> Scenario {
+    // As the CLI runs it: changes at 4 s and 8 s; the settled windows are [5 s, 8 s) and
+    // [9 s, 12 s). Shorter windows make the slow phase's figures noisy (a few hundred
+    // requests).
+    Scenario::slowdown(0.8)
+}
+
+fn describe(r: &Report) -> String {
+    format!(
+        "{} / {}: goodput {:.3} efficiency {:.3} score {:.3} success {:?} p99 {:?}",
+        r.scenario,
+        r.stack,
+        r.goodput(),
+        r.efficiency(),
+        r.priority_score(),
+        r.classes.map(|c| (c.success() * 1000.0).round() / 1000.0),
+        r.classes.map(|c| c.p99.as_millis()),
+    )
+}
+
+fn window(w: &Window) -> String {
+    format!(
+        "{}: goodput {:.3} efficiency {:.3} score {:.3} limit {:?}",
+        w.label,
+        w.goodput(),
+        w.efficiency(),
+        w.priority_score(),
+        w.limit_median
+    )
+}
+
+#[test]
+fn goodput_at_least_98_percent_of_capacity_under_overload() {
+    for stack in BROWNOUT {
+        for l in OVERLOADS {
+            // 8 s: the adaptive limit's start-up probe (half the limit until 64 samples
+            // complete) costs about 1 % of a 4 s run.
+            let r = run(&load(l).with_duration(Duration::from_secs(8)), stack);
+            assert!(r.goodput() >= 0.98, "{}", describe(&r));
+        }
+    }
+}
+
+#[test]
+fn priority_score_at_least_97_percent_of_the_ideal_under_overload() {
+    for stack in BROWNOUT {
+        for l in OVERLOADS {
+            let r = run(&load(l), stack);
+            assert!(r.priority_score() >= 0.97, "{}", describe(&r));
+        }
+    }
+}
+
+#[test]
+fn critical_answered_within_deadline_at_every_load() {
+    for stack in BROWNOUT {
+        for l in [0.5, 1.0, 2.0, 4.0, 8.0] {
+            let r = run(&load(l), stack);
+            let critical = r.class(Priority::Critical);
+            assert!(critical.success() >= 0.995, "{}", describe(&r));
+        }
+    }
+}
+
+#[test]
+fn critical_p99_at_4x_within_1_5x_of_unloaded() {
+    for stack in BROWNOUT {
+        let r = run(&load(4.0), stack);
+        let p99 = r.class(Priority::Critical).p99;
+        assert!(
+            p99.as_secs_f64() <= 1.5 * r.unloaded_p99.as_secs_f64(),
+            "critical p99 {p99:?} vs unloaded {:?}: {}",
+            r.unloaded_p99,
+            describe(&r)
+        );
+    }
+}
+
+#[test]
+fn every_admitted_class_p99_within_half_the_deadline() {
+    for stack in BROWNOUT {
+        for l in [0.5, 1.0, 2.0, 4.0, 8.0] {
+            let r = run(&load(l), stack);
+            for c in r.classes.iter().filter(|c| c.good > 0) {
+                assert!(c.p99 <= r.deadline / 2, "{}: {}", c.priority, describe(&r));
+            }
+        }
+    }
+}
+
+#[test]
+fn below_capacity_nothing_is_lost() {
+    for stack in BROWNOUT {
+        let r = run(&load(0.5), stack);
+        assert_eq!(r.good(), r.offered(), "{}", describe(&r));
+        assert!(
+            r.levels.is_empty(),
+            "no level change at 0.5x: {:?}",
+            r.levels
+        );
+    }
+}
+
+#[test]
+fn at_1x_goodput_within_5_percent_of_capacity() {
+    // The 98 % target at exactly 1x is missed (see `goodput_98_percent_at_1x`); this guards
+    // against regressions from today's figures over 10 s (96.2 % fixed, 93.6 % adaptive).
+    for (stack, floor) in [(Stack::BrownoutFixed, 0.955), (Stack::Brownout, 0.93)] {
+        let r = run(&load(1.0).with_duration(Duration::from_secs(10)), stack);
+        assert!(r.efficiency() >= floor, "{}", describe(&r));
+        assert!(r.priority_score() >= 0.98, "{}", describe(&r));
+    }
+}
+
+#[test]
+#[ignore = "known miss: at exactly 1x a priority queue makes Low/Background wait past the \
+            120 ms queue timeout (fixed limit: 96.2 % of capacity over 10 s; adaptive 93.6 %)"]
+fn goodput_98_percent_at_1x() {
+    for stack in BROWNOUT {
+        let r = run(&load(1.0).with_duration(Duration::from_secs(10)), stack);
+        assert!(r.efficiency() >= 0.98, "{}", describe(&r));
+    }
+}
+
+#[test]
+fn brownout_beats_every_baseline_on_priority_under_overload() {
+    for l in OVERLOADS {
+        let s = load(l);
+        let brownout = run(&s, Stack::BrownoutFixed).priority_score();
+        for baseline in [Stack::Unprotected, Stack::Tower, Stack::Bulkhead] {
+            let other = run(&s, baseline).priority_score();
+            assert!(
+                brownout > other + 0.25,
+                "{l}x: {brownout:.3} vs {baseline} {other:.3}"
+            );
+        }
+    }
+}
+
+fn check_slowdown(r: &Report) {
+    assert_eq!(r.settled.len(), 2, "{}", describe(r));
+    for w in &r.settled {
+        assert!(w.efficiency() >= 0.98, "{}", window(w));
+        assert!(w.priority_score() >= 0.97, "{}", window(w));
+    }
+    assert!(
+        r.class(Priority::Critical).success() >= 0.995,
+        "{}",
+        describe(r)
+    );
+}
+
+#[test]
+fn slowdown_fixed_limit_back_on_target_within_a_second_of_each_change() {
+    check_slowdown(&run(&slowdown(), Stack::BrownoutFixed));
+}
+
+#[test]
+fn slowdown_adaptive_limit_back_on_target_within_a_second_of_each_change() {
+    let r = run(&slowdown(), Stack::Brownout);
+    check_slowdown(&r);
+    // While slow, the limit stays near the backend's real concurrency (16 workers).
+    let slow = &r.settled[0];
+    let limit = slow.limit_median.unwrap_or_default();
+    assert!((11.2..=20.8).contains(&limit), "{}", window(slow));
+}
+
+#[test]
+#[ignore = "known miss: after the backend recovers, the gradient limit settles at ~21-23, \
+            1.3-1.4x the 16 workers (its no-load latency base was re-probed while slow)"]
+fn slowdown_adaptive_limit_settles_near_the_workers_after_recovery() {
+    let r = run(&slowdown(), Stack::Brownout);
+    let recovered = &r.settled[1];
+    let limit = recovered.limit_median.unwrap_or_default();
+    assert!((11.2..=20.8).contains(&limit), "{}", window(recovered));
+}
