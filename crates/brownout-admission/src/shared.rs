@@ -541,17 +541,18 @@ impl Shared {
             return Slow::Admitted;
         }
         let cap = self.settings.queue_caps[level];
-        if q.len >= cap {
-            // Evict the newest request of the lowest class below ours, if any.
-            let victim = (c + 1..CLASSES).rev().find(|&d| !q.classes[d].is_empty());
-            match victim {
-                Some(d) if cap > 0 => {
-                    if let Some(entry) = q.classes[d].pop_back() {
-                        self.totals.evicted.fetch_add(1, Ordering::Relaxed);
-                        self.finish(&mut q, d, entry, REJECTED_FULL, now);
-                    }
-                }
-                _ => return Slow::Rejected(RejectReason::QueueFull),
+        if cap == 0 {
+            return Slow::Rejected(RejectReason::QueueFull);
+        }
+        // Full (or over a capacity that shrank with the level): evict the newest requests
+        // of the lowest classes below ours, or refuse the newcomer.
+        while q.len >= cap {
+            let Some(d) = (c + 1..CLASSES).rev().find(|&d| !q.classes[d].is_empty()) else {
+                return Slow::Rejected(RejectReason::QueueFull);
+            };
+            if let Some(entry) = q.classes[d].pop_back() {
+                self.totals.evicted.fetch_add(1, Ordering::Relaxed);
+                self.finish(&mut q, d, entry, REJECTED_FULL, now);
             }
         }
         let slot = Arc::new(Slot {

@@ -150,3 +150,16 @@ pub const LONG: Duration = Duration::from_secs(3600);
 
 /// The builder type the tests use.
 pub type BuilderAlias = PriorityAdmissionBuilder<Classifier, DeadlineFn>;
+
+impl Backend {
+    /// Served requests with the instant each reached the backend.
+    pub fn served_at(&self) -> Vec<(u32, Instant)> {
+        self.state
+            .lock()
+            .unwrap()
+            .served
+            .iter()
+            .map(|s| (s.0, s.2))
+            .collect()
+    }
+}
