@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use brownout_core::{BoxError, LoadLevel, RejectReason, Rejected};
 use pin_project_lite::pin_project;
@@ -57,6 +57,28 @@ pin_project! {
         },
         // Neither a timeout nor a caller deadline.
         Never,
+    }
+}
+
+impl Timer {
+    /// Polls the timer, creating (and registering) the `Sleep` on the first call. Kept out
+    /// of line: only requests whose response is not ready at once get here.
+    #[inline(never)]
+    fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.as_mut().project() {
+            TimerProj::Never => return Poll::Pending,
+            TimerProj::Unarmed { deadline } => {
+                let deadline = *deadline;
+                self.set(Timer::Armed {
+                    sleep: sleep_until(deadline),
+                });
+            }
+            TimerProj::Armed { .. } => {}
+        }
+        match self.project() {
+            TimerProj::Armed { sleep } => sleep.poll(cx),
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -138,7 +160,7 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (fut, mut timer, ctx) = match self.project().state.project() {
+        let (fut, timer, ctx) = match self.project().state.project() {
             StateProj::Running { fut, timer, ctx } => (fut, timer, ctx),
             StateProj::Rejected { rejected } => return Poll::Ready(Err(Box::new(*rejected))),
         };
@@ -147,18 +169,8 @@ where
             ctx.completed(result.is_ok());
             return Poll::Ready(result.map_err(Into::into));
         }
-        match timer.as_mut().project() {
-            TimerProj::Never => return Poll::Pending,
-            TimerProj::Unarmed { deadline } => {
-                let deadline = *deadline;
-                timer.set(Timer::Armed {
-                    sleep: sleep_until(deadline),
-                });
-            }
-            TimerProj::Armed { .. } => {}
-        }
-        if let TimerProj::Armed { sleep } = timer.project() {
-            ready!(sleep.poll(cx));
+        if timer.poll_expired(cx).is_pending() {
+            return Poll::Pending;
         }
         Poll::Ready(Err(Box::new(ctx.expired())))
     }
