@@ -30,7 +30,7 @@
 //! `Service<Req>`:
 //!
 //! 1. **Readiness first.** At [`Shutdown::trigger`] (programmatic, or SIGTERM / SIGINT via
-//!    [`Shutdown::listen_for_signals`] with the default `signal` feature),
+//!    `Shutdown::listen_for_signals` with the default `signal` feature),
 //!    [`Shutdown::is_ready`] turns false before anything else, so a health endpoint answers
 //!    503 ([`Readiness`]). The phase becomes [`Phase::Draining`] and the
 //!    [`on_trigger`](Shutdown::on_trigger) callbacks run (e.g. an admission queue rejects
@@ -95,7 +95,7 @@
 //!
 //! [`ShutdownGuard`] tracks a request until its *response future* resolves (the response
 //! head, for http). For http services whose bodies stream (server-sent events, long
-//! downloads, gRPC server streams), use [`Shutdown::body_layer`] (feature `http`) instead:
+//! downloads, gRPC server streams), use `Shutdown::body_layer` (feature `http`) instead:
 //! its `ShutdownBodyGuard` keeps the request in flight until the response **body** ends or is
 //! dropped, the drain waits for it, and at the deadline a body still streaming yields one
 //! [`Aborted`] error frame and ends, so the server closes that connection and its own
