@@ -15,22 +15,21 @@
 //!   `DEADLINE_EXCEEDED` and `grpc-retry-pushback-ms`, never `INTERNAL`.
 //! - The monitor sits inside admission, so it measures the work the greeter did, not the
 //!   microsecond rejections around it; it counts gRPC failures from `grpc-status` through
-//!   [`grpc_outcome`].
+//!   `brownout::grpc::GrpcOutcome`.
 //! - At the shutdown trigger the guard refuses new calls, the admission queue is closed and
 //!   tonic stops accepting connections; [`serve`] returns the shutdown report once in-flight
 //!   calls are drained.
 //!
 //! `src/main.rs` is the server binary, `src/bin/client.rs` a client; see the README.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use brownout::admission::{Limit, PriorityAdmissionLayer, RateLimit};
-use brownout::grpc::GrpcRejectionLayer;
+use brownout::grpc::{GrpcOutcome, GrpcRejectionLayer};
 use brownout::http::{DeadlineLayer, HttpClassifier};
-use brownout::monitor::{Monitor, Outcome};
+use brownout::monitor::Monitor;
 use brownout::shed::LoadShedLayer;
 use brownout::shutdown::{Shutdown, ShutdownReport};
 use brownout::{BoxError, ClassifyLayer, LoadSignal, Priority};
@@ -172,24 +171,6 @@ impl Greeter for GreeterService {
     }
 }
 
-/// The monitor's outcome classifier for gRPC: a response whose `grpc-status` says the
-/// server failed or was overloaded (`UNKNOWN`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`,
-/// `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`) is a failure; caller errors
-/// (`INVALID_ARGUMENT`, `NOT_FOUND`, …) and successes are not. gRPC answers errors with
-/// HTTP 200, so the http classifier would see none of them.
-///
-/// Only a trailers-only status (how unary errors are sent) is visible when the response
-/// head is ready; a status in the trailers of a streamed body is not.
-pub fn grpc_outcome<B, E>(result: &Result<http::Response<B>, E>) -> Outcome {
-    match result {
-        Err(_) => Outcome::Failure,
-        Ok(response) => match response.headers().get("grpc-status").map(|v| v.as_bytes()) {
-            Some(b"2" | b"4" | b"8" | b"13" | b"14" | b"15") => Outcome::Failure,
-            _ => Outcome::Success,
-        },
-    }
-}
-
 /// Serves the greeter on `listener` behind the brownout stack until `shutdown` triggers,
 /// then waits for the drain and hooks and returns the shutdown report.
 ///
@@ -237,11 +218,7 @@ pub async fn serve(
         .layer(DeadlineLayer::grpc_timeout().max(max_timeout))
         .layer(LoadShedLayer::default().with_signal(signal))
         .layer(admission)
-        .layer(
-            monitor
-                .layer()
-                .with_classifier(grpc_outcome::<tonic::body::Body, Infallible>),
-        )
+        .layer(monitor.layer().with_classifier(GrpcOutcome))
         .add_service(GreeterServer::new(greeter))
         // `refusing` resolves at the trigger plus the shutdown's readiness delay (none by
         // default): the listener stays open while balancers move away, then tonic stops

@@ -24,6 +24,9 @@
 //! grpc-go, grpc-java and brownout-retry wait that long before retrying), and
 //! `x-load-level`. All three reach a tonic client as `Status::metadata()`.
 //!
+//! With the `monitor` feature, `GrpcOutcome` lets the monitor count gRPC failures (which
+//! travel in `grpc-status` over HTTP 200) and skip brownout's own rejections.
+//!
 //! Unlike the http flavour ([`RejectionResponseLayer`](crate::http::RejectionResponseLayer)),
 //! no `Connection: close` is sent while shutting down: HTTP/2 forbids connection headers;
 //! tonic's `serve_with_shutdown` sends GOAWAY instead.
@@ -79,10 +82,14 @@
 
 mod future;
 mod layer;
+#[cfg(feature = "monitor")]
+mod outcome;
 mod status;
 
 pub use future::ResponseFuture;
 pub use layer::{GrpcRejection, GrpcRejectionLayer};
+#[cfg(feature = "monitor")]
+pub use outcome::GrpcOutcome;
 pub use status::{
     GRPC_MESSAGE_HEADER, GRPC_STATUS_HEADER, GrpcCode, MAX_PUSHBACK_MS, RETRY_PUSHBACK_HEADER,
     code_for, error_response, panic_response, pushback_ms, rejection_response,
