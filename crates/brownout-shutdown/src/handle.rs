@@ -111,7 +111,6 @@ struct Registry {
 
 #[derive(Debug, Clone, Copy)]
 struct TriggerInfo {
-    at: Instant,
     completed_before: u64,
     in_flight: u64,
 }
@@ -143,6 +142,9 @@ pub(crate) struct Shared {
     drain_done: AtomicBool,
     driver_started: AtomicBool,
     trigger_info: OnceLock<TriggerInfo>,
+    /// When the trigger happened, on the runtime's clock (pausable): set by `trigger` inside
+    /// a runtime, else when a runtime first sees the trigger.
+    trigger_at: OnceLock<Instant>,
     registry: Mutex<Registry>,
     report: OnceLock<ShutdownReport>,
 }
@@ -212,6 +214,8 @@ impl Shared {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Triggered outside any runtime: the runtime's clock starts counting from here.
+        let _ = self.trigger_at.get_or_init(Instant::now);
         if self
             .driver_started
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
@@ -246,11 +250,12 @@ async fn drive(shared: Arc<Shared>) {
     let Some(info) = shared.trigger_info.get().copied() else {
         return;
     };
+    let at = *shared.trigger_at.get_or_init(Instant::now);
     let config = shared.config;
 
     // 1. Readiness first: balancers see 503 for `readiness_delay` before refusals start.
     if shared.accepting.load(Ordering::SeqCst) {
-        match info.at.checked_add(config.readiness_delay) {
+        match at.checked_add(config.readiness_delay) {
             Some(until) => tokio::time::sleep_until(until).await,
             None => std::future::pending::<()>().await,
         }
@@ -311,10 +316,10 @@ async fn drive(shared: Arc<Shared>) {
         cancelled: counts.cancelled,
         unfinished: counts.in_flight,
         drained,
-        readiness_delay: drain_start.saturating_duration_since(info.at),
+        readiness_delay: drain_start.saturating_duration_since(at),
         drain_duration,
         hooks: reports,
-        total_duration: info.at.elapsed(),
+        total_duration: at.elapsed(),
     };
     tracing::info!(%report, "shutdown: terminated");
     let _ = shared.report.set(report);
@@ -421,6 +426,7 @@ impl Shutdown {
                 drain_done: AtomicBool::new(false),
                 driver_started: AtomicBool::new(false),
                 trigger_info: OnceLock::new(),
+                trigger_at: OnceLock::new(),
                 registry: Mutex::new(Registry::default()),
                 report: OnceLock::new(),
             }),
@@ -455,16 +461,20 @@ impl Shutdown {
     /// requests are refused from here on; the phase becomes [`Phase::Draining`];
     /// the [`on_trigger`](Self::on_trigger) callbacks run (on this thread). Then a task
     /// waits out the readiness delay, drains, runs the hooks and writes the report.
-    /// Called outside a tokio runtime, that task starts at the first
-    /// [`wait`](Self::wait) / [`drained`](Self::drained) call inside one.
+    /// Called outside a tokio runtime (a plain thread), that task starts when a
+    /// [`triggered`](Self::triggered), [`refusing`](Self::refusing),
+    /// [`drained`](Self::drained) or [`wait`](Self::wait) future inside a runtime sees the
+    /// trigger.
     pub fn trigger(&self) -> bool {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::SeqCst);
         if shared.triggered.swap(true, Ordering::SeqCst) {
             return false;
         }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = shared.trigger_at.set(Instant::now());
+        }
         let info = TriggerInfo {
-            at: Instant::now(),
             completed_before: shared.completed.0.load(Ordering::SeqCst),
             in_flight: shared.in_flight.0.load(Ordering::SeqCst) as u64,
         };
@@ -526,9 +536,12 @@ impl Shutdown {
     /// `'static` and `Send`: pass it to `axum::serve(..).with_graceful_shutdown(..)` or
     /// tonic's `serve_with_shutdown(addr, ..)` (see the crate docs for which to pick).
     pub fn triggered(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.shared.phase_tx.subscribe();
+        let shared = self.shared.clone();
         async move {
+            let mut rx = shared.phase_tx.subscribe();
             let _ = rx.wait_for(|phase| *phase != Phase::Running).await;
+            // Triggered from a thread outside the runtime: start the drain from here.
+            shared.ensure_driver();
         }
     }
 
@@ -541,8 +554,8 @@ impl Shutdown {
             let mut rx = shared.phase_tx.subscribe();
             let _ = rx.wait_for(|phase| *phase != Phase::Running).await;
             shared.ensure_driver();
-            if let Some(info) = shared.trigger_info.get()
-                && let Some(until) = info.at.checked_add(shared.config.readiness_delay)
+            if let Some(at) = shared.trigger_at.get()
+                && let Some(until) = at.checked_add(shared.config.readiness_delay)
             {
                 tokio::time::sleep_until(until).await;
             }

@@ -923,3 +923,29 @@ fn handles_services_and_futures_are_send_and_sync() {
     send(&shutdown.wait());
     send(&ShutdownGuard::new(Sleeper, &shutdown).call(SEC));
 }
+
+#[tokio::test(start_paused = true)]
+async fn rel_21_trigger_from_a_plain_thread_drains_through_the_server_future() {
+    let shutdown = Shutdown::builder()
+        .readiness_delay(secs(2))
+        .drain_timeout(secs(5))
+        .build()
+        .unwrap();
+    let svc = ShutdownGuard::new(Sleeper, &shutdown);
+    let long = send(&svc, secs(60));
+    // What a server does with the handle: await `triggered()` inside the runtime.
+    let server = tokio::spawn(shutdown.triggered());
+    settle().await;
+    let start = Instant::now();
+    let remote = shutdown.clone();
+    std::thread::spawn(move || assert!(remote.trigger()))
+        .join()
+        .unwrap();
+    server.await.unwrap();
+    // Nobody calls `wait()`: the drain still runs, refuses after the delay, aborts at the
+    // deadline.
+    let err = long.await.unwrap().unwrap_err();
+    assert!(err.downcast_ref::<Aborted>().is_some());
+    assert_eq!(start.elapsed(), secs(7));
+    assert_eq!(shutdown.counts().aborted, 1);
+}
