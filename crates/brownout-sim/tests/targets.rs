@@ -193,3 +193,14 @@ fn slowdown_adaptive_limit_settles_near_the_workers_after_recovery() {
     let limit = recovered.limit_median.unwrap_or_default();
     assert!((11.2..=20.8).contains(&limit), "{}", window(recovered));
 }
+
+#[test]
+fn brownout_runs_are_deterministic() {
+    let s = load(4.0).with_duration(Duration::from_secs(2));
+    for stack in BROWNOUT {
+        let (a, b) = (run(&s, stack), run(&s, stack));
+        assert_eq!(a, b, "{stack}");
+        assert!(!a.levels.is_empty(), "the monitor published level changes at 4x");
+        assert!(!a.limits.is_empty(), "the admission limit was sampled");
+    }
+}
