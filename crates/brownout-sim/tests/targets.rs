@@ -200,7 +200,10 @@ fn brownout_runs_are_deterministic() {
     for stack in BROWNOUT {
         let (a, b) = (run(&s, stack), run(&s, stack));
         assert_eq!(a, b, "{stack}");
-        assert!(!a.levels.is_empty(), "the monitor published level changes at 4x");
+        assert!(
+            !a.levels.is_empty(),
+            "the monitor published level changes at 4x"
+        );
         assert!(!a.limits.is_empty(), "the admission limit was sampled");
     }
 }
