@@ -530,6 +530,17 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Slow {
         let c = class.index();
+        // Refuse without the lock when the queue is full and nobody below us could be
+        // evicted (racy by nature: the answer was true a moment ago).
+        let cap = self.settings.queue_caps[level];
+        if cap == 0
+            || (self.queued.load(Ordering::SeqCst) >= cap
+                && self.class_queued[c + 1..]
+                    .iter()
+                    .all(|n| n.load(Ordering::Relaxed) == 0))
+        {
+            return Slow::Rejected(RejectReason::QueueFull);
+        }
         let now = Instant::now();
         let mut q = lock(&self.queue);
         if self.is_closed() {
@@ -539,10 +550,6 @@ impl Shared {
         let nobody_before = q.classes[..=c].iter().all(VecDeque::is_empty);
         if nobody_before && self.try_acquire(c) == Acquire::Ok {
             return Slow::Admitted;
-        }
-        let cap = self.settings.queue_caps[level];
-        if cap == 0 {
-            return Slow::Rejected(RejectReason::QueueFull);
         }
         // Full (or over a capacity that shrank with the level): evict the newest requests
         // of the lowest classes below ours, or refuse the newcomer.
