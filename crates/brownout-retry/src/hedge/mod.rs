@@ -4,7 +4,7 @@
 //! request, and if no answer came within a delay — a fixed one, or a percentile (say p95) of
 //! the latencies of recent successes — sends a copy; the first successful answer wins and
 //! the other attempt is dropped (cancelled). Hedges are extra load, so they draw from a
-//! [`RetryBudget`] (share the retry layer's with
+//! [`RetryBudget`](crate::RetryBudget) (share the retry layer's with
 //! [`HedgeBuilder::shared_budget`]) and stop at or above a load level (default `High`),
 //! exactly like retries.
 //!
