@@ -21,6 +21,32 @@
 //! assert!(tower.goodput() > 0.8);
 //! println!("{}", brownout_sim::table::render(&[unprotected, tower]));
 //! ```
+//!
+//! # The command line
+//!
+//! `cargo run --release -p brownout-sim` runs loads 0.5×, 1×, 2×, 4×, 8× and a 3× backend
+//! slowdown through every [`Stack`] and prints one table per scenario with a legend;
+//! `--json` prints one JSON object per run, `--quick` makes the runs short for CI, `--help`
+//! lists the rest (see [`cli`]). The full default run takes a few seconds.
+//!
+//! # What the figures mean
+//!
+//! See [`Report`]: goodput is the share of the backend's worker time spent on requests
+//! answered within their deadline; the priority score compares the good answers, weighted
+//! 16/8/4/2/1 from Critical to Background ([`WEIGHTS`]), with the strict-priority ideal
+//! ([`water_fill`]: serve classes in priority order until the capacity is used).
+//!
+//! # The model
+//!
+//! - Arrivals are drawn once per scenario (seeded), so every stack sees the same requests,
+//!   each an `http::Request<()>` carrying its [`Priority`](brownout_core::Priority), its
+//!   [`Deadline`](brownout_core::Deadline) and its [`Work`].
+//! - The [`Backend`] serves a FIFO queue with `workers` workers; work that reached it runs to
+//!   the end even when its caller has given up, as in a real server.
+//! - The client drops its future at the deadline; an answer counts only if it came in time.
+//! - The brownout stacks are built by [`brownout_stack`] in the `brownout` facade's layer
+//!   order, with the configuration of [`BrownoutSettings`] (whose docs say what was tuned
+//!   and why).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -207,3 +207,26 @@ fn brownout_runs_are_deterministic() {
         assert!(!a.limits.is_empty(), "the admission limit was sampled");
     }
 }
+
+#[test]
+fn rel_23_adaptive_limit_settles_near_the_backend_knee() {
+    // The backend's latency knee is its 16 workers: below, latency is the service time;
+    // above, requests queue inside the backend. After a one-second warm-up the gradient
+    // limit's median stays within 0.7-1.3x of it.
+    for l in [1.0, 2.0, 4.0, 8.0] {
+        let r = run(&load(l), Stack::Brownout);
+        let mut limits: Vec<usize> = r
+            .limits
+            .iter()
+            .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
+            .map(|s| s.limit)
+            .collect();
+        limits.sort_unstable();
+        let median = limits[limits.len() / 2] as f64;
+        assert!(
+            (11.2..=20.8).contains(&median),
+            "{l}x: median limit {median}, {limits:?}"
+        );
+        assert!(limits[0] >= 1, "never below its minimum");
+    }
+}
