@@ -152,6 +152,11 @@ impl<Res, E: AsError> RetryClassifier<Res, E> for DefaultClassifier {
 ///   not retried: the server says it is overloaded (the brownout http and gRPC integrations
 ///   stamp that header on their rejections);
 /// - anything else (`500` included: the work may have been done) is returned as is.
+///
+/// gRPC puts `grpc-status` in the trailers of a normal answer, which arrive after the body
+/// and are not seen here; only *trailers-only* answers (an immediate error, which is how the
+/// brownout gRPC integration and most servers answer `UNAVAILABLE`) carry it in the headers.
+/// A streamed error status is returned as is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpClassifier;
 

@@ -18,6 +18,10 @@ use crate::{Backoff, Jitter, RetryBudget};
 /// | `max_retry_after` | 30 s: a server asking for a longer wait is not retried |
 /// | signal | `LoadSignal::fixed(Normal)` |
 /// | seed | from the OS |
+///
+/// The sleep before a retry is the jittered back-off or the server's hint (`Retry-After`,
+/// `grpc-retry-pushback-ms`, [`Rejected::retry_after`](brownout_core::Rejected::retry_after)),
+/// whichever is longer.
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
     pub(crate) max_attempts: u32,
