@@ -949,3 +949,53 @@ async fn rel_21_trigger_from_a_plain_thread_drains_through_the_server_future() {
     assert_eq!(start.elapsed(), secs(7));
     assert_eq!(shutdown.counts().aborted, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stress_no_request_admitted_behind_the_drains_back() {
+    // Callers race the trigger on 4 worker threads; every request the guard admitted must
+    // be one the drain waited for: nothing completes after the report.
+    let shutdown = Shutdown::builder().drain_timeout(secs(30)).build().unwrap();
+    let svc = ShutdownGuard::new(
+        tower::service_fn(|n: u64| async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Infallible>(n)
+        }),
+        &shutdown,
+    );
+    let workers: Vec<_> = (0..32u64)
+        .map(|w| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let mut ok = 0u64;
+                loop {
+                    match svc.clone().oneshot(w).await {
+                        Ok(_) => ok += 1,
+                        Err(err) => {
+                            assert_eq!(reason(&err), Some(RejectReason::ShuttingDown));
+                            return ok;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    while shutdown.counts().completed < 5_000 {
+        tokio::task::yield_now().await;
+    }
+    let report = shutdown.shutdown().await;
+    let mut ok = 0;
+    for worker in workers {
+        ok += worker.await.unwrap();
+    }
+    assert!(report.drained);
+    assert_eq!(report.unfinished, 0);
+    assert_eq!(
+        shutdown.counts().completed,
+        report.completed,
+        "none after the report"
+    );
+    assert_eq!(ok, report.completed);
+    assert_eq!(shutdown.counts().rejected, 32);
+}
