@@ -629,3 +629,121 @@ fn imf_fixdate(secs: u64) -> String {
         rem % 60
     )
 }
+
+/// The throttle's local refusals (`Rejected { BudgetExhausted }`) end the retries at once:
+/// a throttle inside the retry layer never turns one refusal into three.
+#[tokio::test(start_paused = true)]
+async fn throttle_refusals_are_not_retried() {
+    use brownout_retry::throttle::{AdaptiveThrottleConfig, AdaptiveThrottleLayer};
+    let (dead, calls) = flaky(u32::MAX);
+    let throttle = AdaptiveThrottleLayer::new(
+        AdaptiveThrottleConfig::builder()
+            .k(1.0)
+            .seed(3)
+            .build()
+            .unwrap(),
+    );
+    let retry = RetryLayer::new(config().max_attempts(3).unlimited_budget().build().unwrap());
+    let mut svc = ServiceBuilder::new()
+        .layer(retry.clone())
+        .layer(throttle.clone())
+        .service(dead);
+    let mut refused = 0;
+    for i in 0..200 {
+        let err = svc.ready().await.unwrap().call(i).await.unwrap_err();
+        if Rejected::find_in_box(&*err).is_some() {
+            refused += 1;
+        }
+    }
+    let sent = u64::from(calls.load(Ordering::SeqCst));
+    let throttled = throttle.stats().rejected_locally;
+    let retries = retry.stats().retries;
+    assert_eq!(
+        sent + throttled,
+        200 + retries,
+        "every attempt sent or refused"
+    );
+    assert!(
+        throttled >= 150,
+        "the throttle refused most attempts: {throttled}"
+    );
+    assert!(
+        refused >= 150,
+        "{refused} requests ended on a local refusal"
+    );
+    // Only a sent (and failed) attempt is followed by a retry: refusals end the request.
+    assert!(
+        retries <= sent,
+        "{retries} retries for {sent} sent attempts"
+    );
+}
+
+/// After its back-off, a retry waits for the inner service to be ready again (tower's
+/// readiness contract), holding its withdrawn retry; dropping it then gives the retry back.
+#[tokio::test(start_paused = true)]
+async fn retry_waits_for_readiness_after_backoff() {
+    let (mock, mut handle) = tower_test::mock::pair::<u32, &'static str>();
+    let layer = RetryLayer::new(
+        config()
+            .backoff(Duration::from_millis(10), Duration::from_millis(10), 1.0)
+            .jitter(Jitter::None)
+            .budget(Duration::from_secs(10), 0.2, 0.0)
+            .build()
+            .unwrap(),
+    );
+    let budget = layer.budget().unwrap().clone();
+    let mut svc = layer.layer(mock);
+    handle.allow(1);
+    svc.ready().await.unwrap();
+    let mut fut = tokio_test::task::spawn(svc.call(7));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, 7);
+    send.send_error("reset");
+    assert!(fut.poll().is_pending());
+    assert_eq!(budget.balance(), 1, "one of two retries withdrawn");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        fut.poll().is_pending(),
+        "back-off over, the service is not ready"
+    );
+    drop(fut);
+    assert_eq!(
+        budget.balance(),
+        2,
+        "dropped before the retry was sent: given back"
+    );
+}
+
+/// A hedge layer can draw from the retry layer's budget; only the retry layer deposits.
+#[tokio::test(start_paused = true)]
+async fn hedge_and_retry_share_one_budget() {
+    use brownout_retry::hedge::{HedgeConfig, HedgeLayer};
+    let retry = RetryLayer::new(
+        config()
+            .budget(Duration::from_secs(10), 0.0, 0.5)
+            .build()
+            .unwrap(),
+    );
+    let budget = retry.budget().unwrap().clone();
+    let hedge = HedgeLayer::new(
+        HedgeConfig::builder()
+            .fixed_delay(Duration::from_millis(5))
+            .shared_budget(budget.clone())
+            .build()
+            .unwrap(),
+    );
+    let slow = service_fn(|_: u32| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, BoxError>("ok")
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(retry)
+        .layer(hedge.clone())
+        .service(slow);
+    for i in 0..4 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    // 4 requests × 0.5 deposited once (by the retry layer) = 2 hedges.
+    assert_eq!(hedge.stats().hedges, 2);
+    assert_eq!(budget.balance(), 0);
+}
