@@ -32,7 +32,7 @@ use brownout::http::{DeadlineLayer, HttpClassifier};
 use brownout::monitor::Monitor;
 use brownout::shed::LoadShedLayer;
 use brownout::shutdown::{Shutdown, ShutdownReport};
-use brownout::{BoxError, ClassifyLayer, LoadSignal, Priority};
+use brownout::{BoxError, ClassifyLayer, Deadline, LoadSignal, Priority};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -130,7 +130,8 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
-/// The greeter: answers after `work`, naming the class and load level it was served at.
+/// The greeter: answers after `work`, naming the class and load level it was served at;
+/// refuses at once with `DEADLINE_EXCEEDED` a call whose deadline is nearer than `work`.
 #[derive(Debug, Clone)]
 pub struct GreeterService {
     signal: LoadSignal,
@@ -157,6 +158,15 @@ impl Greeter for GreeterService {
             .get::<Priority>()
             .copied()
             .unwrap_or_default();
+        // The DeadlineLayer turned the caller's `grpc-timeout` into a Deadline: don't start
+        // work that cannot finish before the caller gives up.
+        if let Some(deadline) = Deadline::of(request.extensions())
+            && deadline.remaining() < self.work
+        {
+            return Err(Status::deadline_exceeded(
+                "not enough time left before the caller's deadline",
+            ));
+        }
         let name = request.into_inner().name;
         if name.is_empty() {
             return Err(Status::invalid_argument("name must not be empty"));

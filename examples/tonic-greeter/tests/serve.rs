@@ -218,3 +218,29 @@ async fn without_the_rejection_layer_a_shed_call_is_internal() {
     let _ = stop.send(());
     bounded("server exit", server).await.unwrap().unwrap();
 }
+
+// The caller's grpc-timeout reaches the handler as a Deadline (tonic's encoding parsed by
+// DeadlineLayer): a call that cannot finish in time is refused at once, not worked on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_becomes_the_handlers_deadline() {
+    let server = start(|config| config.work(Duration::from_secs(30))).await;
+    let mut client = bounded("connect", connect(server.addr)).await.unwrap();
+
+    let status = bounded(
+        "call with a 5 s timeout",
+        client.say_hello(hello("x", Priority::High, Some(Duration::from_secs(5)))),
+    )
+    .await
+    .expect_err("30 s of work cannot finish within 5 s");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().starts_with("not enough time"),
+        "{status:?}"
+    );
+
+    server.shutdown.trigger();
+    bounded("server exit", server.server)
+        .await
+        .unwrap()
+        .unwrap();
+}
