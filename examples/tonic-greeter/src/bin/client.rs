@@ -37,7 +37,7 @@ async fn main() -> Result<(), BoxError> {
                         .to_owned()
                 };
                 println!(
-                    "refused: {:?} \"{}\" pushback={}ms level={}",
+                    "{:?} \"{}\" pushback={}ms level={}",
                     status.code(),
                     status.message(),
                     meta("grpc-retry-pushback-ms"),
