@@ -26,6 +26,15 @@ use super::future::{ResponseFuture, State};
 /// It works over plain `http` types: the response body only needs `Default` (tonic's
 /// `tonic::body::Body` is empty by default), so it needs no tonic dependency.
 ///
+/// # Errors
+///
+/// None: the error type is `Infallible`. A `Rejected` anywhere in an error's `source()`
+/// chain (e.g. a shutdown `Aborted`) is answered as that rejection; any other error becomes
+/// `UNKNOWN`, including a `tonic::Status` returned as a *layer* error (this crate does not
+/// depend on tonic) — put layers that fail with a `Status` above this one, where tonic's
+/// own error recovery turns them into their status. Handlers' `Status` errors are
+/// responses, not errors, and pass through untouched.
+///
 /// ```
 /// use brownout::grpc::GrpcRejectionLayer;
 /// use brownout::{BoxError, LoadLevel, LoadSignal, RejectReason, Rejected};
