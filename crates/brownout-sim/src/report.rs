@@ -88,6 +88,9 @@ pub struct Window {
     /// Worker time spent on requests answered within their deadline that finished in the
     /// window.
     pub good_work: Duration,
+    /// Worker time the requests that arrived in the window would need (their service time,
+    /// times the slowdown factor at their arrival).
+    pub offered_work: Duration,
     /// Arrivals per class, Critical first.
     pub offered: [u64; Priority::COUNT],
     /// Good answers per class.
@@ -115,12 +118,12 @@ impl Window {
         ratio(self.good_work.as_secs_f64(), self.worker_time.as_secs_f64())
     }
 
-    /// [`goodput`](Window::goodput) / `min(1, offered / capacity)`: the share of what could
-    /// have been served.
+    /// Good work / `min(worker time, offered work)`: the share of what could have been
+    /// served (see [`Report::efficiency`]).
     pub fn efficiency(&self) -> f64 {
         ratio(
-            self.goodput(),
-            ratio(self.total_offered() as f64, self.capacity).min(1.0),
+            self.good_work.as_secs_f64(),
+            self.worker_time.min(self.offered_work).as_secs_f64(),
         )
     }
 
@@ -162,8 +165,12 @@ pub struct LimitSample {
 ///   10 s at 800 req/s) and never exceeds 100 %. Lost goodput is idle workers plus work
 ///   whose caller had given up. During a slowdown a worker is as busy as before for a third
 ///   of the answers, so this is goodput "against the capacity left".
-/// - **efficiency**: goodput / `min(1, offered / capacity)`: 100 % is the best any scheduler
-///   can do with the arrivals it got.
+/// - **efficiency**: good work / `min(worker time, offered work)`, where the offered work is
+///   the service time of every request that arrived (× the slowdown factor): 100 % is the
+///   best any scheduler can do with the arrivals it got. Counting work rather than requests
+///   keeps the figure from drifting with the random count and sizes of the arrivals (±2 %
+///   over a few seconds); it can exceed 100 % by the work that finished in the window but
+///   arrived just before it.
 /// - **priority score**: `Σ_c w_c · good_c / Σ_c w_c · ideal_c` with the [`WEIGHTS`]
 ///   16/8/4/2/1, where `ideal_c` is the strict-priority ideal (water-filling): classes are
 ///   served in priority order, each fully before the next, until the capacity is used. It is
@@ -227,15 +234,13 @@ impl Report {
         ratio(good, total)
     }
 
-    /// [`goodput`](Report::goodput) / `min(1, offered / capacity)`: 100 % is the best any
-    /// scheduler can do with these arrivals.
+    /// Good work / `min(worker time, offered work)` per phase: 100 % is the best any
+    /// scheduler can do with these arrivals (see the type docs).
     pub fn efficiency(&self) -> f64 {
         let achievable: f64 = self
             .phases
             .iter()
-            .map(|w| {
-                w.worker_time.as_secs_f64() * ratio(w.total_offered() as f64, w.capacity).min(1.0)
-            })
+            .map(|w| w.worker_time.min(w.offered_work).as_secs_f64())
             .sum();
         let good: f64 = self.phases.iter().map(|w| w.good_work.as_secs_f64()).sum();
         ratio(good, achievable)
@@ -364,6 +369,7 @@ fn window_json(w: &Window) -> String {
         .num("capacity", w.capacity)
         .num("worker_time_s", w.worker_time.as_secs_f64())
         .num("good_work_s", w.good_work.as_secs_f64())
+        .num("offered_work_s", w.offered_work.as_secs_f64())
         .raw("offered", &Json::array(&w.offered.map(|n| n.to_string())))
         .raw("good", &Json::array(&w.good.map(|n| n.to_string())))
         .raw("ideal", &Json::array(&w.ideal.map(fmt_num)))
@@ -555,11 +561,16 @@ impl Builder<'_> {
         let mut offered = [0u64; Priority::COUNT];
         let mut good = [0u64; Priority::COUNT];
         let mut good_work = Duration::ZERO;
+        let mut offered_work = Duration::ZERO;
         let (lo, hi) = (from.as_millis() as u64, to.as_millis() as u64);
         for (a, o) in self.arrivals.iter().zip(self.outcomes) {
             let arrived = Duration::from_millis(a.at_ms);
             if a.at_ms >= lo && a.at_ms < hi {
                 offered[a.priority.index()] += 1;
+                offered_work += brownout_core::config::duration::mul_f64_saturating(
+                    Duration::from_millis(a.service_ms),
+                    self.scenario.factor_at(arrived),
+                );
                 if matches!(o, Outcome::Good { .. }) {
                     good[a.priority.index()] += 1;
                 }
@@ -588,6 +599,7 @@ impl Builder<'_> {
             capacity,
             worker_time,
             good_work,
+            offered_work,
             offered,
             good,
             ideal: water_fill(&offered, capacity),

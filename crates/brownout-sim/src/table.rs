@@ -12,7 +12,7 @@ pub const LEGEND: &str = "\
 Columns
   goodput   requests answered successfully within their deadline, as % of what the backend
             can serve (workers / mean service time; during a slowdown, the capacity left)
-  effic.    the same as % of min(offered, capacity): 100 % is the best any scheduler could do
+  effic.    the same as % of min(offered work, capacity): 100 % is the best any scheduler could do
   prio      priority score: good answers weighted 16/8/4/2/1 (critical..background), as % of the
             same sum for the strict-priority ideal (serve classes in priority order until the
             capacity is used); 100 % = as good as a perfect priority scheduler
