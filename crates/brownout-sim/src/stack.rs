@@ -155,37 +155,38 @@ pub fn run(scenario: &Scenario, stack: Stack) -> Report {
 ///
 /// [`fixed`](BrownoutSettings::fixed) and [`adaptive`](BrownoutSettings::adaptive) are the
 /// configurations the harness reports; [`library_defaults`](BrownoutSettings::library_defaults)
-/// keeps every layer's own defaults, for comparison. The tuned values, and why (figures from
-/// this harness at 16 workers × 20 ms, deadline 500 ms):
+/// keeps every layer's own defaults, for comparison. What was tuned and why: each figure
+/// puts back one library default into the tuned fixed-limit stack (16 workers × 20 ms,
+/// deadline 500 ms, 10 s runs, seed 42; the slowdown with seed 7):
 ///
-/// - **shed table one level behind the default policy** (Elevated sheds nothing, High
-///   Background, Critical Low and below, Emergency Medium and below; High is never shed).
-///   The monitor's level follows queueing delay, not the load multiple; with the default
-///   table it reached Emergency at 8× and shed High, which the strict-priority ideal serves
-///   (goodput 63 %), and High at 1× (shedding work the backend had room for). The admission
-///   queue already serves classes in priority order, so shedding only has to drop what is
-///   hopeless.
-/// - **starvation bound 10 s** (off in practice, the queue timeout is far shorter): with the
-///   default 50 ms, starved Medium/Low heads are served before Critical, and Critical's p99
-///   at 4× rose from 88 ms to 154 ms (1.8× its unloaded p99), Critical success at 8× fell to
-///   96.5 %.
-/// - **queue timeout fixed at 120 ms**: the default CoDel (5 ms / 100 ms) never sees a
-///   standing queue when Critical requests pass through at once (its minimum delay over the
-///   interval stays near zero), so it behaves as a fixed 100 ms timeout; 120 ms loses less
-///   at 1× and keeps every admitted class's p99 under half the deadline (a served request
-///   waited at most 120 ms plus its service time, p99 ≈ 90 ms).
-/// - **gradient limit: tolerance 1.4, windows of 200 ms and 32 samples, smoothing 0.2,
-///   64 probe samples, probes every 30 s** (defaults 1.1, 100 ms / 8, 0.5, 8, 5 s): with
-///   exponential service times the mean of 8 samples is off by ±35 %, and a low `base`
-///   shrinks the limit far below the 16 workers (the defaults give a median limit of 6 and
-///   32 % goodput at 0.5×); each probe halves the limit until its samples complete, which
-///   costs goodput every 5 s; noisy 100 ms windows made the limit collapse while the backend
-///   was slow (slow-phase goodput 80 %).
-/// - **monitor: queueing-delay thresholds 25/50/75/100 ms, cooldown 250 ms**: the default
-///   5/20 ms thresholds escalate on the normal queueing of a server at 100 % utilization.
-///   The level steps down one level per cooldown, so the default 2 s kept shedding for up
-///   to 8 s after a slowdown ended; with 500 ms, a run that had reached Emergency still shed
-///   Background (at 0.8× load) 1.5 s after the backend recovered (seed 7).
+/// - **Starvation bound 10 s** (off in practice: the queue timeout is far shorter). With the
+///   default 50 ms, starved Medium/Low heads are served before Critical: Critical's p99 at 4×
+///   is 183 ms instead of 87 ms (2.2× its unloaded p99), Critical answered 98.8 % at 8× and
+///   98.0 % in the slowdown.
+/// - **Queue timeout fixed at 120 ms** instead of CoDel 5 ms / 100 ms. CoDel's standing
+///   queue test (minimum delay over an interval above 5 ms) rarely fires when Critical
+///   requests wait a millisecond or two before the others, so CoDel mostly allows 100 ms;
+///   with the adaptive limit it lost Critical requests during the slowdown (98.9 % and
+///   99.3 % with seeds 3 and 1) and slow-phase efficiency fell to 89 % (seed 7). 120 ms keeps
+///   every admitted class's p99 under half the deadline (≈ 120 ms + a 90 ms service p99).
+/// - **Shed table one level behind the default policy** ([`LAGGING_SHED`](Self::LAGGING_SHED):
+///   Elevated sheds nothing, High Background, Critical Low and below, Emergency Medium and
+///   below). The admission queue already serves classes in priority order; with the default
+///   table the level reached at 1× shed work the backend had room for (93.9 % instead of
+///   96.2 % at 1×).
+/// - **Monitor queueing-delay thresholds 25/50/75/100 ms** (default 5/20/50/100 ms): the
+///   defaults escalate on the ordinary queueing of a server at 100 % utilization (level
+///   High at 1×, 93.5 % instead of 96.2 %).
+/// - **Monitor cooldown 250 ms** (default 2 s): the level steps down one level per cooldown,
+///   so after the slowdown ended the stack kept shedding for seconds: efficiency in the
+///   recovered phase (minus its first second) 56.9 % with 2 s, 97.1 % with 500 ms, 98.5 %
+///   with 250 ms.
+/// - **Gradient limit: tolerance 1.4, windows of 200 ms and at least 32 samples, smoothing
+///   0.2, 64 probe samples, probes every 30 s** (defaults 1.1, 100 ms / 8, 0.5, 8, 5 s). With
+///   exponential service times the mean of 8 samples is off by ±35 %; a low no-load estimate
+///   shrinks the limit below the 16 workers. With the defaults (initial limit 16): 76.6 % at
+///   1×, 71.3 % at 8× with Critical answered 85.6 %, and a median limit of 7 while the
+///   backend was slow (36 % efficiency).
 #[derive(Debug, Clone)]
 pub struct BrownoutSettings {
     /// The admission layer's concurrency limit.
