@@ -164,22 +164,23 @@ impl Scenario {
         Scenario {
             name: format!("slowdown 3x at load {}x", fmt_load(load)),
             load,
+            slowdown: Some(Slowdown {
+                start: Duration::ZERO,
+                end: Duration::ZERO,
+                factor: 3.0,
+            }),
             ..Scenario::default()
         }
         .with_duration(Duration::from_secs(12))
     }
 
-    /// Sets the duration (and moves a slowdown to the middle third of it).
+    /// Sets the duration, and moves a slowdown (if any) to the middle third of it.
     #[must_use]
     pub fn with_duration(mut self, duration: Duration) -> Scenario {
         self.duration = duration;
-        if self.name.starts_with("slowdown") || self.slowdown.is_some() {
-            let factor = self.slowdown.map_or(3.0, |s| s.factor);
-            self.slowdown = Some(Slowdown {
-                start: duration / 3,
-                end: duration * 2 / 3,
-                factor,
-            });
+        if let Some(slowdown) = &mut self.slowdown {
+            slowdown.start = duration / 3;
+            slowdown.end = duration * 2 / 3;
         }
         self
     }
@@ -226,7 +227,8 @@ impl Scenario {
         self
     }
 
-    /// Sets a slowdown explicitly.
+    /// Sets a slowdown explicitly (call after [`with_duration`](Scenario::with_duration),
+    /// which moves it).
     #[must_use]
     pub fn with_slowdown(mut self, slowdown: Option<Slowdown>) -> Scenario {
         self.slowdown = slowdown;
