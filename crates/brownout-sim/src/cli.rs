@@ -26,7 +26,7 @@ pub struct Args {
     pub loads: Vec<f64>,
     /// Offered load of the slowdown scenario.
     pub slowdown_load: f64,
-    /// Virtual seconds per scenario (`None`: 10 s, 12 s for the slowdown; 2 s / 3 s quick).
+    /// Virtual seconds per scenario (`None`: 10 s, 12 s for the slowdown; 3 s / 6 s quick).
     pub duration: Option<Duration>,
     /// Backend workers.
     pub workers: usize,
@@ -80,7 +80,7 @@ USAGE: brownout-sim [OPTIONS]
   --stacks a,b            stacks to compare: unprotected, tower, bulkhead, brownout,
                           brownout-fixed (the default: all five), brownout-defaults
   --duration 10           virtual seconds per scenario (default 10, slowdown 12)
-  --quick                 short runs for CI (2 s, slowdown 3 s) unless --duration is given
+  --quick                 short runs for CI (3 s, slowdown 6 s) unless --duration is given
   --workers 16            backend workers
   --service-ms 20         mean service time (exponential); capacity = workers / service time
   --deadline-ms 500       client deadline; the client gives up then
@@ -215,7 +215,7 @@ impl Args {
 
     /// The scenarios these options ask for, in run order.
     pub fn scenarios(&self) -> Vec<Scenario> {
-        let (load_secs, slow_secs) = if self.quick { (2, 3) } else { (10, 12) };
+        let (load_secs, slow_secs) = if self.quick { (3, 6) } else { (10, 12) };
         let shape = |s: Scenario, default_secs: u64| {
             s.with_workers(self.workers)
                 .with_service(self.service)
@@ -328,7 +328,7 @@ mod tests {
             quick
                 .scenarios()
                 .iter()
-                .all(|s| s.duration == Duration::from_secs(2))
+                .all(|s| s.duration == Duration::from_secs(3))
         );
     }
 
