@@ -25,10 +25,11 @@ pub enum Stack {
     /// A bulkhead of `workers` permits whose FIFO wait is bounded at 100 ms
     /// (like `tower-resilience`'s): priority-blind.
     Bulkhead,
-    /// brownout: `Monitor` → `LoadShed` → `PriorityAdmission` with the adaptive (gradient)
-    /// concurrency limit, all reading one load signal.
+    /// brownout, in the facade's order: `LoadShed` → `PriorityAdmission` with the adaptive
+    /// (gradient) concurrency limit → `Monitor`, all sharing one load signal (see
+    /// [`brownout_stack`] and [`BrownoutSettings::adaptive`]).
     Brownout,
-    /// The same with a fixed concurrency limit of `workers`.
+    /// The same with a fixed concurrency limit of `workers` ([`BrownoutSettings::fixed`]).
     BrownoutFixed,
     /// The brownout stack with every layer's own defaults (not in [`Stack::ALL`]; shows
     /// why the harness tunes them, see [`BrownoutSettings`]).
@@ -80,10 +81,10 @@ impl Stack {
                 "bulkhead: workers permits, FIFO wait of at most 100 ms, priority-blind"
             }
             Stack::Brownout => {
-                "brownout Monitor + LoadShed + PriorityAdmission, adaptive (gradient) limit"
+                "brownout LoadShed + PriorityAdmission + Monitor, adaptive (gradient) limit"
             }
             Stack::BrownoutFixed => {
-                "brownout Monitor + LoadShed + PriorityAdmission, fixed limit = workers"
+                "brownout LoadShed + PriorityAdmission + Monitor, fixed limit = workers"
             }
             Stack::BrownoutDefaults => {
                 "brownout stack with every layer's default configuration (untuned)"

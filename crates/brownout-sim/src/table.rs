@@ -10,8 +10,8 @@ use crate::Report;
 /// What each column of [`render`] means.
 pub const LEGEND: &str = "\
 Columns
-  goodput   requests answered successfully within their deadline, as % of what the backend
-            can serve (workers / mean service time; during a slowdown, the capacity left)
+  goodput   share of the backend's capacity (workers x time) spent on requests answered
+            successfully within their deadline; during a slowdown, of the capacity left
   effic.    the same as % of min(offered work, capacity): 100 % is the best any scheduler could do
   prio      priority score: good answers weighted 16/8/4/2/1 (critical..background), as % of the
             same sum for the strict-priority ideal (serve classes in priority order until the
