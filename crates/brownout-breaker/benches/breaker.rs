@@ -174,5 +174,19 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, closed, open);
+criterion_group!(benches, closed, open, primitives);
 criterion_main!(benches);
+
+/// What the paths above are made of, on this machine.
+fn primitives(c: &mut Criterion) {
+    let mut group = c.benchmark_group("breaker_primitives");
+    group.bench_function("std_Instant::now", |b| b.iter(std::time::Instant::now));
+    group.bench_function("tokio_Instant::now", |b| b.iter(tokio::time::Instant::now));
+    let mutex = std::sync::Mutex::new(0u64);
+    group.bench_function("std_Mutex_lock_unlock", |b| {
+        b.iter(|| *black_box(&mutex).lock().unwrap() += 1)
+    });
+    let arc = std::sync::Arc::new(0u64);
+    group.bench_function("Arc_clone_drop", |b| b.iter(|| black_box(arc.clone())));
+    group.finish();
+}

@@ -292,10 +292,22 @@ pub(crate) struct Slot<K, M> {
     last_probe_at: AtomicU64,
     /// Last use (ns since epoch), for idle expiry and LRU eviction of keyed breakers.
     pub(crate) last_used: AtomicU64,
-    admitted: AtomicU64,
-    rejected: AtomicU64,
-    stats: Mutex<Stats>,
+    /// Written on every completed call: on its own cache line, away from the read-mostly
+    /// state above.
+    stats: CachePadded<Mutex<Stats>>,
     control: Mutex<Control>,
+}
+
+/// Keeps a value on its own cache line(s) (128 bytes covers adjacent-line prefetching).
+#[derive(Debug)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl<K: fmt::Debug + Send + Sync, M> fmt::Debug for Slot<K, M> {
@@ -333,10 +345,6 @@ pub struct BreakerSnapshot {
     pub consecutive_failures: u32,
     /// Trips since the breaker last closed (drives the open-duration growth).
     pub trips: u32,
-    /// Calls let through (including probes) since the breaker was created.
-    pub admitted: u64,
-    /// Calls refused (failed fast or sent to the fallback) since the breaker was created.
-    pub rejected: u64,
     /// While open: the time left until half-open.
     pub retry_after: Option<Duration>,
 }
@@ -356,10 +364,10 @@ where
         core.count(BreakerState::from_code(initial), 1);
         Slot {
             key,
-            stats: Mutex::new(Stats {
+            stats: CachePadded(Mutex::new(Stats {
                 outcomes: Outcomes::new(core.config.window),
                 consecutive_failures: 0,
-            }),
+            })),
             core,
             memo,
             state: AtomicU64::new(initial),
@@ -367,8 +375,6 @@ where
             probes: AtomicU64::new(0),
             last_probe_at: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ns),
-            admitted: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
             control: Mutex::new(Control {
                 trips: 0,
                 probe_successes: 0,
@@ -387,7 +393,6 @@ where
     pub(crate) fn admit(&self) -> Admit {
         let word = self.state.load(Ordering::Acquire);
         if matches!(code(word), CLOSED | FORCED_CLOSED) {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
             return Admit::Call { word };
         }
         self.admit_slow(word)
@@ -397,10 +402,7 @@ where
     fn admit_slow(&self, mut word: u64) -> Admit {
         loop {
             match code(word) {
-                CLOSED | FORCED_CLOSED => {
-                    self.admitted.fetch_add(1, Ordering::Relaxed);
-                    return Admit::Call { word };
-                }
+                CLOSED | FORCED_CLOSED => return Admit::Call { word },
                 OPEN => {
                     let now = self.core.now_ns();
                     let until = self.open_until.load(Ordering::Acquire);
@@ -421,7 +423,6 @@ where
                     let now = self.core.now_ns();
                     if taken.is_ok() {
                         self.last_probe_at.fetch_max(now, Ordering::Relaxed);
-                        self.admitted.fetch_add(1, Ordering::Relaxed);
                         return Admit::Probe { word };
                     }
                     let current = self.state.load(Ordering::Acquire);
@@ -449,7 +450,6 @@ where
     }
 
     fn reject(&self, retry_after: Option<Duration>) -> Admit {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
         let mut rejected = Rejected::new(RejectReason::CircuitOpen, self.core.signal.level());
         if let Some(after) = retry_after {
             rejected = rejected.with_retry_after(after);
@@ -475,7 +475,7 @@ where
             Window::Count(_) => 0,
         };
         let trip = {
-            let mut stats = lock(&self.stats);
+            let mut stats = lock(&self.stats.0);
             let totals = stats.outcomes.record(now, sample);
             if sample.failed {
                 stats.consecutive_failures = stats.consecutive_failures.saturating_add(1);
@@ -564,7 +564,7 @@ where
     }
 
     fn clear_stats(&self) {
-        let mut stats = lock(&self.stats);
+        let mut stats = lock(&self.stats.0);
         stats.outcomes.clear();
         stats.consecutive_failures = 0;
     }
@@ -647,7 +647,7 @@ where
     /// A snapshot of this breaker at `now_ns`.
     pub(crate) fn snapshot(&self, now_ns: u64) -> BreakerSnapshot {
         let (totals, consecutive) = {
-            let mut stats = lock(&self.stats);
+            let mut stats = lock(&self.stats.0);
             (stats.outcomes.snapshot(now_ns), stats.consecutive_failures)
         };
         let trips = lock(&self.control).trips;
@@ -668,8 +668,6 @@ where
             slow_call_rate: totals.slow_rate(),
             consecutive_failures: consecutive,
             trips,
-            admitted: self.admitted.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
             retry_after,
         }
     }
@@ -687,8 +685,6 @@ impl BreakerSnapshot {
             slow_call_rate: 0.0,
             consecutive_failures: 0,
             trips: 0,
-            admitted: 0,
-            rejected: 0,
             retry_after: None,
         }
     }
@@ -698,8 +694,6 @@ impl BreakerSnapshot {
         self.calls += other.calls;
         self.failures += other.failures;
         self.slow_calls += other.slow_calls;
-        self.admitted += other.admitted;
-        self.rejected += other.rejected;
         self.consecutive_failures = self.consecutive_failures.max(other.consecutive_failures);
         self.trips = self.trips.max(other.trips);
         if self.calls > 0 {

@@ -102,6 +102,34 @@ type Shard<K, M> = RwLock<HashMap<K, SharedSlot<K, M>>>;
 /// The registry of a layer, built on first use and shared by its clones.
 pub(crate) type LazyRegistry<K, M> = Arc<OnceLock<Arc<Registry<K, M>>>>;
 
+/// A breaker found for one request.
+pub(crate) enum SlotRef<'a, K, M> {
+    Borrowed(&'a SharedSlot<K, M>),
+    Owned(SharedSlot<K, M>),
+}
+
+impl<K, M> SlotRef<'_, K, M> {
+    /// The breaker, owned (for a future that outlives the call).
+    #[inline]
+    pub(crate) fn into_owned(self) -> SharedSlot<K, M> {
+        match self {
+            SlotRef::Borrowed(slot) => slot.clone(),
+            SlotRef::Owned(slot) => slot,
+        }
+    }
+}
+
+impl<K, M> std::ops::Deref for SlotRef<'_, K, M> {
+    type Target = Slot<K, M>;
+    #[inline]
+    fn deref(&self) -> &Slot<K, M> {
+        match self {
+            SlotRef::Borrowed(slot) => slot,
+            SlotRef::Owned(slot) => slot,
+        }
+    }
+}
+
 /// Every breaker of one layer: the single one, or a bounded map of per-key ones.
 pub(crate) struct Registry<K, M> {
     pub(crate) core: Arc<Core>,
@@ -143,12 +171,13 @@ where
     }
 
     /// The breaker for a request whose key is computed by `key` (not called for a single
-    /// breaker).
+    /// breaker, which is only borrowed: no reference count is touched until a call is
+    /// admitted).
     #[inline]
-    pub(crate) fn slot(&self, key: impl FnOnce() -> K) -> Arc<Slot<K, M>> {
+    pub(crate) fn slot(&self, key: impl FnOnce() -> K) -> SlotRef<'_, K, M> {
         match &self.single {
-            Some(slot) => slot.clone(),
-            None => self.keyed(key()),
+            Some(slot) => SlotRef::Borrowed(slot),
+            None => SlotRef::Owned(self.keyed(key())),
         }
     }
 

@@ -233,28 +233,18 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = &self.key;
         let slot = self.registry.slot(|| key.key(&req));
-        let core = &slot.core;
-        match slot.admit() {
-            Admit::Call { word } => {
-                core.metrics.admitted(None, core.signal.level());
-                let fut = self.inner.call(req);
-                ResponseFuture::called(
-                    fut,
-                    CallGuard::new(slot, word, false),
-                    self.classifier.clone(),
-                )
-            }
-            Admit::Probe { word } => {
-                core.metrics.admitted(None, core.signal.level());
-                let guard = CallGuard::new(slot, word, true);
-                let fut = self.inner.call(req);
-                ResponseFuture::called(fut, guard, self.classifier.clone())
-            }
+        let (word, probe) = match slot.admit() {
+            Admit::Call { word } => (word, false),
+            Admit::Probe { word } => (word, true),
             Admit::Reject(rejected) => {
-                core.metrics.rejected(&rejected);
+                slot.core.metrics.rejected(&rejected);
                 let fut = self.fallback.fallback(&slot.memo, req, rejected);
-                ResponseFuture::fallback(fut)
+                return ResponseFuture::fallback(fut);
             }
-        }
+        };
+        slot.core.metrics.admitted(None, slot.core.signal.level());
+        let guard = CallGuard::new(slot.into_owned(), word, probe);
+        let fut = self.inner.call(req);
+        ResponseFuture::called(fut, guard, self.classifier.clone())
     }
 }

@@ -735,7 +735,8 @@ async fn clones_and_layered_services_share_state() {
         let err = call(svc, 0).await.unwrap_err();
         assert_eq!(rejected(&err).reason(), RejectReason::CircuitOpen);
     }
-    assert_eq!(a.handle().snapshot().rejected, 3);
+    assert_eq!(a.handle().snapshot().calls, 10);
+    assert_eq!(c.handle().state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -920,6 +921,13 @@ fn rel_14_racing_clones_let_exactly_n_probes_through() {
                 tokio::spawn(svc.oneshot(false))
             })
             .collect();
+        // Every task is decided (3 probes waiting, 997 refused) before the probes end; a
+        // task decided after the breaker closed would be a normal call.
+        while reached.load(Ordering::SeqCst) < 3
+            || tasks.iter().filter(|t| t.is_finished()).count() < 997
+        {
+            tokio::task::yield_now().await;
+        }
         let mut refused = 0;
         let mut pending = Vec::new();
         for t in tasks {
@@ -933,11 +941,6 @@ fn rel_14_racing_clones_let_exactly_n_probes_through() {
             } else {
                 pending.push(t);
             }
-        }
-        // Every task has been decided (3 probes waiting, 997 refused) before the probes end;
-        // a task decided after the breaker closed would be a normal call.
-        while reached.load(Ordering::SeqCst) < 3 || handle.snapshot().rejected < 997 {
-            tokio::task::yield_now().await;
         }
         gate.add_permits(3);
         let mut ok = 0;
