@@ -30,6 +30,18 @@ impl PriorityAdmissionLayer {
     }
 }
 
+impl Default for PriorityAdmissionLayer {
+    /// The builder's defaults (always valid): gradient limit, queue of 128 scaled per level,
+    /// CoDel 5 ms / 100 ms, starvation bound 50 ms, no rate limit, level fixed at `Normal`,
+    /// classes and deadlines read from `http::Request` extensions.
+    fn default() -> Self {
+        match PriorityAdmissionBuilder::default().build() {
+            Ok(layer) => layer,
+            Err(e) => unreachable!("default admission configuration is valid: {e}"),
+        }
+    }
+}
+
 impl<C, D, K> PriorityAdmissionLayer<C, D, K> {
     pub(crate) fn from_parts(shared: Arc<Shared>, classifier: C, deadline: D, keyed: K) -> Self {
         PriorityAdmissionLayer {
