@@ -102,7 +102,7 @@ impl Default for PriorityAdmissionBuilder {
             limit: Limit::default(),
             queue_capacity: 128,
             queue_timeout: QueueTimeout::default(),
-            starvation_bound: Duration::from_millis(50),
+            starvation_bound: Duration::from_secs(1),
             rate: None,
             keyed: NoKey,
             keyed_rate: None,
@@ -143,7 +143,14 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
     }
 
     /// A queued request that waited at least this long is served before more important
-    /// ones that waited less (default 50 ms).
+    /// ones that waited less (default 1 s).
+    ///
+    /// Keep it above the queue timeout's longest wait (CoDel's `interval`, 100 ms by default)
+    /// unless lower classes must be served under *sustained* overload: once every queued
+    /// request is older than the bound, service is oldest-first across classes and the
+    /// priority order is lost. With the defaults a lower-class request times out (after
+    /// 100 ms) before it counts as starved, so strict priority holds under overload; the bound
+    /// matters with a long fixed queue timeout.
     #[must_use]
     pub fn starvation_bound(mut self, bound: Duration) -> Self {
         self.starvation_bound = bound;

@@ -62,7 +62,7 @@ impl AdmissionHandle {
         AdmissionHandle { shared }
     }
 
-    /// The concurrency limit in force (adaptive limits change it; halved during probes).
+    /// The concurrency limit in force (adaptive limits change it; lowered to ¾ during latency probes).
     pub fn limit(&self) -> usize {
         self.shared.limit()
     }

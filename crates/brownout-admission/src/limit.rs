@@ -109,11 +109,11 @@ fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigErro
 ///
 /// The no-load latency `base` is not a running minimum (which inflates as soon as the limit
 /// sits above the knee, as every sample then includes backend queueing). It is measured by a
-/// **probe**, as Envoy does: the limit is pinned to half its value until `probe_samples`
+/// **probe**, as Envoy does: the limit is pinned to ¾ of its value until `probe_samples`
 /// requests admitted after the pin have completed; their mean latency is the new `base`.
 /// A probe runs at start-up (after the first window), every `probe_interval`, and at once
 /// when a window's latency exceeds twice `base` — if the latency did not fall although
-/// concurrency was halved, the backend itself became slower and `base` follows it; if it
+/// concurrency was cut, the backend itself became slower and `base` follows it; if it
 /// fell by 30 % or more, the excess was queueing and `base` is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientConfig {
@@ -127,7 +127,7 @@ pub struct GradientConfig {
     pub window: Duration,
     /// Completions a window needs before it is evaluated (default 8).
     pub min_samples: usize,
-    /// Latency tolerated above `base` before the limit shrinks (default 1.1, at least 1).
+    /// Latency tolerated above `base` before the limit shrinks (default 1.05, at least 1).
     pub tolerance: f64,
     /// Added per window (default 1.0; growth speed and the small standing backend queue).
     pub headroom: f64,
@@ -147,7 +147,7 @@ impl Default for GradientConfig {
             max_limit: 1000,
             window: Duration::from_millis(100),
             min_samples: 8,
-            tolerance: 1.1,
+            tolerance: 1.05,
             headroom: 1.0,
             smoothing: 0.5,
             probe_interval: Duration::from_secs(5),
@@ -333,7 +333,7 @@ impl Gradient {
         let limit = self.limit.round() as usize;
         let limit = limit.clamp(self.config.min_limit, self.config.max_limit);
         if self.probe.is_some() {
-            (limit / 2).max(self.config.min_limit)
+            (limit * 3 / 4).max(self.config.min_limit)
         } else {
             limit
         }
