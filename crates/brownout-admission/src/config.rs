@@ -145,12 +145,11 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
     /// A queued request that waited at least this long is served before more important
     /// ones that waited less (default 1 s).
     ///
-    /// Keep it above the queue timeout's longest wait (CoDel's `interval`, 100 ms by default)
-    /// unless lower classes must be served under *sustained* overload: once every queued
-    /// request is older than the bound, service is oldest-first across classes and the
-    /// priority order is lost. With the defaults a lower-class request times out (after
-    /// 100 ms) before it counts as starved, so strict priority holds under overload; the bound
-    /// matters with a long fixed queue timeout.
+    /// At most every other permit goes to a starved request out of priority order, so under
+    /// sustained overload the more important classes keep at least half the permits. With
+    /// the defaults a lower-class request times out (CoDel allows at most 100 ms) before it
+    /// counts as starved, so strict priority holds; the bound matters with a long fixed
+    /// queue timeout. A short bound under sustained overload trades priority for fairness.
     #[must_use]
     pub fn starvation_bound(mut self, bound: Duration) -> Self {
         self.starvation_bound = bound;

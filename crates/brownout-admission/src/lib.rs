@@ -39,7 +39,8 @@
 //!   below `min_limit ≥ 1`. Samples are the latency of admitted requests that *completed*;
 //!   dropped futures are not samples; errors are drops for AIMD and ignored by the gradient.
 //! * **Queue** — when no permit is free, the request waits: highest class first, FIFO within
-//!   a class, except that a head that waited past [`starvation_bound`] is served first.
+//!   a class, except that a head that waited past [`starvation_bound`] (default 1 s) is
+//!   served first — at most every other permit, so important classes keep half or more.
 //!   Capacity is `queue_capacity × Policy::queue[level]`. When full, a newcomer evicts the
 //!   newest request of the lowest class below its own (that one gets
 //!   `Rejected { QueueFull }`), or is refused with `QueueFull`.

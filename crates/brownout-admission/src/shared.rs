@@ -88,6 +88,9 @@ pub(crate) struct Queue {
     len: usize,
     next_id: u64,
     codel: Codel,
+    /// The last grant went to a starved request out of priority order: the next one follows
+    /// priority order, so starved requests take at most every other permit.
+    out_of_order: bool,
 }
 
 impl Queue {
@@ -221,6 +224,7 @@ impl Shared {
                     min_delay: None,
                     standing: false,
                 },
+                out_of_order: false,
             }),
             algorithm: algorithm.map(Mutex::new),
             settings,
@@ -465,6 +469,9 @@ impl Shared {
         let mut starved: [(Instant, usize); CLASSES] = [(now, 0); CLASSES];
         let mut s = 0;
         for c in 0..CLASSES {
+            if q.out_of_order {
+                break;
+            }
             if let Some(head) = q.classes[c].front()
                 && now.saturating_duration_since(head.enqueued) >= self.settings.starvation_bound
             {
@@ -505,6 +512,8 @@ impl Shared {
             for &c in &order[..n] {
                 match self.try_acquire(c) {
                     Acquire::Ok => {
+                        let best = q.classes.iter().position(|d| !d.is_empty());
+                        q.out_of_order = best != Some(c);
                         if let Some(entry) = q.classes[c].pop_front() {
                             self.finish(q, c, entry, GRANTED, now);
                         }

@@ -610,3 +610,31 @@ fn rel_10_invalid_configuration_is_refused_naming_the_field() {
     let err = builder().policy(policy).build().unwrap_err();
     assert!(err.field().starts_with("policy."), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn rel_08_starved_requests_take_at_most_every_other_permit() {
+    let backend = Backend::default();
+    let layer = fixed_layer(1)
+        .starvation_bound(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let mut tasks = Vec::new();
+    for id in 1..=3 {
+        tasks.push(submit(&mut svc, job(id, Priority::Low)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for id in 11..=13 {
+        tasks.push(submit(&mut svc, job(id, Priority::High)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Everyone is starved now: starved Low and High alternate with priority order.
+    let mut last = 0;
+    for _ in 0..6 {
+        assert!(backend.complete(last));
+        settle().await;
+        last = *backend.served().last().unwrap();
+    }
+    assert_eq!(backend.served(), vec![0, 1, 11, 2, 12, 3, 13]);
+}
