@@ -71,6 +71,14 @@
 //! inner service must be `Clone` — as with tower's `Buffer`-style patterns, the readiness
 //! obtained by `poll_ready` is used by the call it was obtained for.
 //!
+//! # Response bodies and runtime
+//!
+//! The permit is returned when the inner service's response future resolves (for http:
+//! when the response headers are ready), not when a streamed body ends — like tower's
+//! `ConcurrencyLimit`. To hold it for the body, wrap the body in the inner service.
+//! Queued requests wait on a tokio timer, so the layer needs a tokio runtime with the time
+//! driver enabled (any `#[tokio::main]` runtime).
+//!
 //! # Cost
 //!
 //! With a free permit and an empty queue, admission is one level load, one queue-length load
