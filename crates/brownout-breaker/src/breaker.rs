@@ -499,8 +499,11 @@ where
             return true;
         }
         totals.calls >= self.core.effective_minimum
-            && (c.failure_rate.is_some_and(|r| totals.failure_rate() >= r)
-                || c.slow_call_rate.is_some_and(|r| totals.slow_rate() >= r))
+            && (c
+                .failure_rate
+                .is_some_and(|r| Totals::reaches(totals.failures, totals.calls, r))
+                || c.slow_call_rate
+                    .is_some_and(|r| Totals::reaches(totals.slow, totals.calls, r)))
     }
 
     /// Records the outcome of a probe admitted under `word`.

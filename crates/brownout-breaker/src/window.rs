@@ -51,6 +51,12 @@ impl Totals {
         }
     }
 
+    /// Whether `count / calls >= rate` (without dividing; false when empty).
+    #[inline]
+    pub(crate) fn reaches(count: u64, calls: u64, rate: f64) -> bool {
+        calls > 0 && count as f64 >= rate * calls as f64
+    }
+
     /// Slow calls / calls (0 when empty).
     pub(crate) fn slow_rate(&self) -> f64 {
         if self.calls == 0 {
@@ -139,7 +145,10 @@ impl Outcomes {
                     totals.sub_sample(old);
                 }
                 totals.add(sample);
-                *next = (*next + 1) % ring.len();
+                *next += 1;
+                if *next == ring.len() {
+                    *next = 0;
+                }
                 *totals
             }
             Outcomes::Time {
