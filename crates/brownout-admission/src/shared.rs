@@ -398,8 +398,12 @@ impl Shared {
             outcome,
             in_flight: self.in_flight.load(Ordering::Relaxed),
         };
-        let new = lock(algorithm).on_sample(sample).max(1);
-        let old = self.limit.swap(new, Ordering::SeqCst);
+        // Store under the algorithm's lock, so concurrent completions publish in order.
+        let (new, old) = {
+            let mut algorithm = lock(algorithm);
+            let new = algorithm.on_sample(sample).max(1);
+            (new, self.limit.swap(new, Ordering::SeqCst))
+        };
         if new != old {
             tracing::trace!(limit = new, previous = old, "admission: limit changed");
         }
