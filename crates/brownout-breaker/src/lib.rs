@@ -109,7 +109,9 @@ pub use fallback::{
 pub use handle::{BreakerPressure, CircuitBreakHandle};
 pub use key::{ExtractKey, Global, KeyExtractor, KeyFn};
 pub use layer::CircuitBreakLayer;
-pub use outcome::{AsErrorRef, ClassifyOutcome, ErrorsFail, HttpStatus, Outcome, error_outcome};
+pub use outcome::{
+    ClassifyOutcome, ErrorsFail, HttpStatus, Outcome, any_error_outcome, error_outcome,
+};
 
 use breaker::Admit;
 use future::{CallGuard, ResponseFuture};

@@ -1,5 +1,6 @@
 //! What counts as a failure: a classifier over the inner service's result.
 
+use std::any::Any;
 use std::error::Error;
 
 use brownout_core::{RejectReason, Rejected};
@@ -63,18 +64,12 @@ pub fn error_outcome(error: &(dyn Error + 'static)) -> Outcome {
     }
 }
 
-impl<Res, E> ClassifyOutcome<Res, E> for ErrorsFail
-where
-    E: AsErrorRef,
-{
+impl<Res, E: 'static> ClassifyOutcome<Res, E> for ErrorsFail {
     #[inline]
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(e) => match e.as_error_ref() {
-                Some(e) => error_outcome(e),
-                None => Outcome::Failure,
-            },
+            Err(e) => any_error_outcome(e),
         }
     }
 }
@@ -84,74 +79,28 @@ where
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpStatus;
 
-impl<B, E> ClassifyOutcome<http::Response<B>, E> for HttpStatus
-where
-    E: AsErrorRef,
-{
+impl<B, E: 'static> ClassifyOutcome<http::Response<B>, E> for HttpStatus {
     #[inline]
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
         match result {
             Ok(res) if res.status().is_server_error() => Outcome::Failure,
             Ok(_) => Outcome::Success,
-            Err(_) => ErrorsFail.classify(&result.as_ref().map(|_| ())),
+            Err(e) => any_error_outcome(e),
         }
     }
 }
 
-impl<E: AsErrorRef> AsErrorRef for &E {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        (**self).as_error_ref()
-    }
-}
-
-/// Error types whose `Rejected` cause [`ErrorsFail`] can look for.
-///
-/// Implemented for `BoxError`, `std::io::Error`, `Infallible`, and `Box<dyn Error>`; for other
-/// error types every `Err` is a failure (implement it to return `Some(self)`).
-pub trait AsErrorRef {
-    /// The error as a `dyn Error`, if it is one.
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)>;
-}
-
-impl AsErrorRef for Box<dyn Error + Send + Sync> {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&**self)
-    }
-}
-
-impl AsErrorRef for Box<dyn Error> {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&**self)
-    }
-}
-
-impl AsErrorRef for std::io::Error {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        Some(self)
-    }
-}
-
-impl AsErrorRef for Rejected {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        Some(self)
-    }
-}
-
-impl AsErrorRef for std::convert::Infallible {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        match *self {}
-    }
-}
-
-impl AsErrorRef for &'static str {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        None
-    }
-}
-
-impl AsErrorRef for String {
-    fn as_error_ref(&self) -> Option<&(dyn Error + 'static)> {
-        None
+/// The outcome of an error of any type: a [`BoxError`](brownout_core::BoxError) or a bare
+/// [`Rejected`] is searched for a brownout refusal (see [`error_outcome`]); any other error is a
+/// failure.
+pub fn any_error_outcome<E: 'static>(error: &E) -> Outcome {
+    let any: &dyn Any = error;
+    if let Some(boxed) = any.downcast_ref::<brownout_core::BoxError>() {
+        error_outcome(&**boxed)
+    } else if let Some(rejected) = any.downcast_ref::<Rejected>() {
+        error_outcome(rejected)
+    } else {
+        Outcome::Failure
     }
 }
 
@@ -172,8 +121,12 @@ mod tests {
         let shed: Result<(), BoxError> =
             Err(Rejected::new(RejectReason::Shed, LoadLevel::High).into());
         assert_eq!(ErrorsFail.classify(&shed), Outcome::Ignored);
-        let s: Result<(), &'static str> = Err("x");
-        assert_eq!(ErrorsFail.classify(&s), Outcome::Failure);
+        let io: Result<(), std::io::Error> = Err(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(ErrorsFail.classify(&io), Outcome::Failure);
+        let r: Result<(), Rejected> = Err(Rejected::new(RejectReason::QueueFull, LoadLevel::High));
+        assert_eq!(ErrorsFail.classify(&r), Outcome::Ignored);
+        let never: Result<(), std::convert::Infallible> = Ok(());
+        assert_eq!(ErrorsFail.classify(&never), Outcome::Success);
     }
 
     #[test]
