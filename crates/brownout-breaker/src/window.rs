@@ -260,4 +260,59 @@ mod tests {
         assert_eq!(w.snapshot(400 * ms).calls, 1);
         assert_eq!(w.snapshot(700 * ms).calls, 0);
     }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn naive(events: &[(u64, Sample)], keep: impl Fn(usize, u64) -> bool) -> Totals {
+            let mut t = Totals::default();
+            for (i, (at, s)) in events.iter().enumerate() {
+                if keep(i, *at) {
+                    t.add(*s);
+                }
+            }
+            t
+        }
+
+        fn sample() -> impl Strategy<Value = Sample> {
+            (any::<bool>(), any::<bool>()).prop_map(|(failed, slow)| Sample { failed, slow })
+        }
+
+        proptest! {
+            #[test]
+            fn count_window_equals_the_last_n(n in 1u32..20, samples in proptest::collection::vec(sample(), 0..100)) {
+                let mut w = Outcomes::new(Window::Count(n));
+                let mut events = Vec::new();
+                for s in samples {
+                    events.push((0, s));
+                    let got = w.record(0, s);
+                    let len = events.len();
+                    prop_assert_eq!(got, naive(&events, |i, _| i + n as usize >= len));
+                }
+            }
+
+            #[test]
+            fn time_window_equals_the_buckets_of_the_last_t(
+                secs in 1u64..12,
+                steps in proptest::collection::vec((0u64..3_000_000_000, sample()), 0..60),
+            ) {
+                let window = Duration::from_secs(secs);
+                let mut w = Outcomes::new(Window::Time(window));
+                let Outcomes::Time { width, ref buckets, .. } = w else { unreachable!() };
+                let n = buckets.len() as u64;
+                let mut now = 0u64;
+                let mut events = Vec::new();
+                for (gap, s) in steps {
+                    now += gap;
+                    events.push((now, s));
+                    let got = w.record(now, s);
+                    // Kept: every event whose bucket is one of the n newest.
+                    let head = now / width;
+                    prop_assert_eq!(got, naive(&events, |_, at| at / width + n > head));
+                    prop_assert!(got.calls >= 1);
+                }
+            }
+        }
+    }
 }

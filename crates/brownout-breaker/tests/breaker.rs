@@ -46,8 +46,14 @@ impl Flaky {
 
     fn service(
         &self,
-    ) -> impl Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone + Send + 'static
-    {
+    ) -> impl Service<
+        u32,
+        Response = u32,
+        Error = BoxError,
+        Future = impl Future<Output = Result<u32, BoxError>> + Send,
+    > + Clone
+    + Send
+    + 'static {
         let this = self.clone();
         service_fn(move |req: u32| {
             this.calls.fetch_add(1, Ordering::SeqCst);
@@ -956,5 +962,168 @@ fn rel_14_racing_clones_let_exactly_n_probes_through() {
         assert_eq!(reached.load(Ordering::SeqCst), 3);
         assert_eq!((ok, refused), (3, 997));
         assert_eq!(handle.state(), BreakerState::Closed);
+    });
+}
+
+/// Records the `brownout_breaker_state` gauges of the breakers built while it is installed.
+#[derive(Default)]
+struct GaugeRecorder {
+    gauges: Mutex<Vec<(String, Arc<TestGauge>)>>,
+}
+
+#[derive(Default)]
+struct TestGauge(Mutex<f64>);
+
+impl metrics::GaugeFn for TestGauge {
+    fn increment(&self, value: f64) {
+        *self.0.lock().unwrap() += value;
+    }
+    fn decrement(&self, value: f64) {
+        *self.0.lock().unwrap() -= value;
+    }
+    fn set(&self, value: f64) {
+        *self.0.lock().unwrap() = value;
+    }
+}
+
+impl metrics::Recorder for GaugeRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let gauge = Arc::new(TestGauge::default());
+        self.gauges.lock().unwrap().push((
+            format!("{}{{{}}}", key.name(), labels.join(",")),
+            gauge.clone(),
+        ));
+        metrics::Gauge::from_arc(gauge)
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_gauge_follows_transitions() {
+    let recorder = GaugeRecorder::default();
+    let flaky = Flaky::new();
+    let layer = CircuitBreakLayer::new(
+        config()
+            .half_open_probes(1)
+            .success_threshold(1)
+            .build()
+            .unwrap(),
+    )
+    .with_name("payments");
+    let handle = metrics::with_local_recorder(&recorder, || layer.handle());
+    let gauge = {
+        let gauges = recorder.gauges.lock().unwrap();
+        assert_eq!(gauges.len(), 1);
+        assert_eq!(gauges[0].0, "brownout_breaker_state{breaker=payments}");
+        gauges[0].1.clone()
+    };
+    let value = || *gauge.0.lock().unwrap();
+    let mut svc = layer.layer(flaky.service());
+    assert_eq!(value(), 0.0);
+    trip(&mut svc, &flaky, 10).await;
+    assert_eq!(value(), 2.0);
+    sleep(Duration::from_secs(10)).await;
+    let probe = svc.ready().await.unwrap().call(1);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
+    assert_eq!(value(), 1.0);
+    probe.await.unwrap();
+    assert_eq!(value(), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_callbacks_name_the_key() {
+    let flaky = Flaky::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let layer = CircuitBreakLayer::new(config().build().unwrap())
+        .with_key(|req: &u32| format!("host-{}", req % 2))
+        .on_state_change(move |c| log.lock().unwrap().push((format!("{:?}", c.key), c.to)));
+    let mut svc = layer.layer(flaky.service());
+    flaky.set_failing(true);
+    for _ in 0..10 {
+        let _ = call(&mut svc, 1).await;
+        let _ = call(&mut svc, 2).await.unwrap_err();
+    }
+    // Both hosts fail: each breaker opens once, and the callback names its key.
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            ("\"host-0\"".to_owned(), BreakerState::Open),
+            ("\"host-1\"".to_owned(), BreakerState::Open),
+        ]
+    );
+}
+
+#[test]
+fn concurrent_outcomes_keep_the_window_consistent() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let inner = service_fn(|n: u32| async move {
+            tokio::task::yield_now().await;
+            if n % 10 == 0 {
+                Err::<u32, BoxError>("one in ten".into())
+            } else {
+                Ok(n)
+            }
+        });
+        let config = config()
+            .window(Window::Count(50))
+            .minimum_calls(10)
+            .build()
+            .unwrap();
+        let layer = CircuitBreakLayer::new(config);
+        let handle = layer.handle();
+        let svc = layer.layer(inner);
+        let tasks: Vec<_> = (0..4000u32)
+            .map(|n| tokio::spawn(svc.clone().oneshot(n)))
+            .collect();
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        // 10 % failures never reach the 50 % threshold; the ring holds exactly its size.
+        let snap = handle.snapshot();
+        assert_eq!(handle.state(), BreakerState::Closed);
+        assert_eq!(snap.calls, 50);
+        assert!(snap.failures <= 50 && snap.failure_rate < 0.5, "{snap:?}");
     });
 }
