@@ -1100,7 +1100,7 @@ fn concurrent_outcomes_keep_the_window_consistent() {
     rt.block_on(async {
         let inner = service_fn(|n: u32| async move {
             tokio::task::yield_now().await;
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 Err::<u32, BoxError>("one in ten".into())
             } else {
                 Ok(n)
