@@ -204,7 +204,8 @@ impl CircuitBreakBuilder {
         self.config.window = window;
         self
     }
-    /// Rates only count once the window holds `n` calls (at least 1).
+    /// Rates only count once the window holds `n` calls (at least 1; capped at the size of
+    /// a count window, so a ring smaller than `n` can still trip).
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.config.minimum_calls = n;
         self

@@ -172,6 +172,10 @@ impl<Req, Res: Clone + Send + 'static> Fallback<Req, Res> for LastGood<Res> {
 /// Failover: while the primary's breaker refuses calls (for the whole open duration), they
 /// go to a secondary service instead (`S2: Clone`; each refused call drives its own clone
 /// to readiness, like tower's `Oneshot`).
+///
+/// `poll_ready` of the breaker still forwards to the primary (the call may be let through
+/// at any moment, e.g. as a probe), so a primary that never becomes ready blocks the
+/// failover too; put a `tower::load_shed` or a timeout under the breaker for such clients.
 #[derive(Clone, Debug)]
 pub struct Failover<S2> {
     secondary: S2,

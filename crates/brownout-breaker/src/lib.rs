@@ -57,6 +57,19 @@
 //! - The breaker does not depend on the load level (a broken dependency is broken at any
 //!   load); the level is only stamped on rejections.
 //!
+//! # Errors
+//!
+//! `Error = BoxError`. The inner service's errors pass through unchanged (boxed). A refused
+//! call without a fallback fails with [`Rejected`](brownout_core::Rejected) (reason
+//! `CircuitOpen`, `retry_after` = time until half-open, or until the current probes time
+//! out); a half-open probe that runs past `probe_timeout` fails with `Rejected { Timeout }`.
+//!
+//! # Runtime
+//!
+//! Time comes from `tokio::time::Instant` (pausable in tests). Half-open probes arm a
+//! `tokio::time::Sleep` for their timeout, so calls must run inside a tokio runtime with the
+//! time driver enabled (any `#[tokio::main]` runtime is).
+//!
 //! # Cancel safety
 //!
 //! A half-open probe whose response future is dropped gives its permit back at once. A
