@@ -1127,3 +1127,60 @@ fn concurrent_outcomes_keep_the_window_consistent() {
         assert!(snap.failures <= 50 && snap.failure_rate < 0.5, "{snap:?}");
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn rel_04_panicking_probe_gives_its_slot_back() {
+    let panic_next = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (p, c) = (panic_next.clone(), calls.clone());
+    let inner = service_fn(move |fail: bool| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let panic = p.swap(false, Ordering::SeqCst);
+        async move {
+            assert!(!panic, "handler panicked");
+            if fail {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let layer = CircuitBreakLayer::new(
+        config()
+            .half_open_probes(1)
+            .success_threshold(1)
+            .build()
+            .unwrap(),
+    );
+    let handle = layer.handle();
+    let svc = layer.layer(inner);
+    for _ in 0..10 {
+        let _ = svc.clone().oneshot(true).await;
+    }
+    sleep(Duration::from_secs(10)).await;
+    panic_next.store(true, Ordering::SeqCst);
+    let joined = tokio::spawn(svc.clone().oneshot(false)).await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
+    // The panicked probe's slot is free again: the next request is let through and closes.
+    svc.clone().oneshot(false).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 12);
+    assert_eq!(handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_larger_than_the_ring_is_capped() {
+    let flaky = Flaky::new();
+    let config = config()
+        .window(Window::Count(5))
+        .minimum_calls(50)
+        .build()
+        .unwrap();
+    let layer = CircuitBreakLayer::new(config);
+    let handle = layer.handle();
+    let mut svc = layer.layer(flaky.service());
+    trip(&mut svc, &flaky, 4).await;
+    assert_eq!(handle.state(), BreakerState::Closed);
+    trip(&mut svc, &flaky, 1).await;
+    assert_eq!(handle.state(), BreakerState::Open);
+}
