@@ -38,6 +38,8 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 async fn serves_sheds_and_drains_on_loopback() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // One recorder per process (this test binary): installed before the stack is built.
+    axum_basic::install_metrics().unwrap();
     let shutdown = Shutdown::builder()
         .drain_timeout(Duration::from_secs(5))
         .build()
@@ -69,6 +71,33 @@ async fn serves_sheds_and_drains_on_loopback() {
     assert!(health.contains(r#""status":"degraded""#), "{health}");
     assert!(health.contains(r#""level":"critical""#), "{health}");
     publisher.release();
+
+    // The decisions above are in the Prometheus text: admissions, and the shed of Low work.
+    let metrics = get(addr, "/metrics", "low").await;
+    assert_eq!(status(&metrics), 200, "{metrics}");
+    let samples = |name: &str| -> Vec<&str> {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .collect()
+    };
+    let admitted = samples("brownout_requests_total");
+    assert!(
+        admitted.iter().any(|l| l.contains(r#"layer="shed""#)
+            && l.contains(r#"outcome="admitted""#)
+            && l.contains(r#"priority="high""#)),
+        "{metrics}"
+    );
+    let shed_low = samples("brownout_rejections_total");
+    assert!(
+        shed_low.iter().any(|l| l.contains(r#"layer="shed""#)
+            && l.contains(r#"reason="shed""#)
+            && l.contains(r#"priority="low""#)
+            && l.contains(r#"level="critical""#)
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("brownout_level "), "{metrics}");
 
     // Shutdown: new requests are refused with Connection: close, and the server exits by itself.
     shutdown.trigger();

@@ -159,7 +159,7 @@ impl Routes {
         // One probe for both routes' queues, read by the one monitor.
         let probe = QueueProbe::new();
         let builder = Brownout::builder()
-            .policy(policy.clone())
+            .policy(policy)
             .classifier(
                 HttpClassifier::new()
                     .route("/health", Priority::Critical)
@@ -183,7 +183,7 @@ impl Routes {
         let search = PriorityAdmissionLayer::builder()
             .limit(Limit::fixed(limits.search_concurrency))
             .signal(brownout.signal())
-            .policy(policy.clone())
+            .policy(policy)
             .probe(probe.clone())
             .build()
             .map_err(|e| e.within("search"))?;
