@@ -88,7 +88,8 @@ use std::task::{Context, Poll};
 
 use brownout_core::telemetry::DecisionMetrics;
 use brownout_core::{
-    BoxError, Classify, FromExtensions, LoadLevel, LoadSignal, Priority, RejectReason, Rejected,
+    BoxError, Classify, FromExtensions, LevelTable, LoadLevel, LoadSignal, Priority, PrioritySet,
+    RejectReason, Rejected,
 };
 use tower_service::Service;
 
@@ -134,6 +135,12 @@ pub struct LoadShed<S, C = FromExtensions> {
     signal: LoadSignal,
     classifier: C,
     rng: Rng,
+    /// Copied from the configuration so the hot path does not chase the `Arc`.
+    shed: LevelTable<PrioritySet>,
+    /// Copied from the configuration: not-ready mode is on.
+    not_ready_mode: bool,
+    /// Copied from the configuration: smooth mode is on.
+    smooth_mode: bool,
     /// Not-ready mode: whether the inner service was ready at the last `poll_ready`.
     is_ready: bool,
 }
@@ -163,6 +170,9 @@ impl<S, C> LoadShed<S, C> {
         LoadShed {
             inner,
             rng: shared.rng(),
+            shed: shared.config.shed,
+            not_ready_mode: shared.config.shed_when_not_ready,
+            smooth_mode: shared.smooth.is_some(),
             shared,
             signal,
             classifier,
@@ -189,6 +199,9 @@ impl<S, C> LoadShed<S, C> {
             signal: self.signal,
             classifier,
             rng: self.rng,
+            shed: self.shed,
+            not_ready_mode: self.not_ready_mode,
+            smooth_mode: self.smooth_mode,
             is_ready: self.is_ready,
         }
     }
@@ -255,7 +268,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.shared.config.shed_when_not_ready {
+        if self.not_ready_mode {
             // Like tower's LoadShed: remember readiness, always report ready.
             self.is_ready = match self.inner.poll_ready(cx) {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
@@ -269,18 +282,19 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &*self.shared;
         let level = self.signal.level();
         let priority = self.classifier.classify(&req);
-        let set = shared.config.shed[level];
+        let set = self.shed[level];
         let mut shed = set.contains(priority);
-        if let Some(smooth) = &shared.smooth {
-            smooth.observe(level, &shared.config.shed);
+        if self.smooth_mode
+            && let Some(smooth) = &self.shared.smooth
+        {
+            smooth.observe(level, &self.shed);
             if shed && set.highest() == Some(priority) {
                 shed = self.rng.next_unit() < smooth.fraction();
             }
         }
-        if shared.config.shed_when_not_ready {
+        if self.not_ready_mode {
             // Readiness is consumed by every call, admitted or not.
             let was_ready = std::mem::take(&mut self.is_ready);
             if !shed && !was_ready {
@@ -291,7 +305,7 @@ where
         if shed {
             return ResponseFuture::rejected(self.reject(level, priority));
         }
-        shared.metrics.admitted(Some(priority), level);
+        self.shared.metrics.admitted(Some(priority), level);
         ResponseFuture::called(self.inner.call(req))
     }
 }
