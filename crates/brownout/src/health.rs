@@ -444,6 +444,13 @@ impl HealthBuilder {
     }
 }
 
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for HealthReport {
+    fn into_response(self) -> axum::response::Response {
+        HealthReport::into_response::<axum::body::Body>(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,12 +514,5 @@ mod tests {
                 .build()
                 .is_err()
         );
-    }
-}
-
-#[cfg(feature = "axum")]
-impl axum::response::IntoResponse for HealthReport {
-    fn into_response(self) -> axum::response::Response {
-        HealthReport::into_response::<axum::body::Body>(self)
     }
 }
