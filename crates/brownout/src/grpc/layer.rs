@@ -1,17 +1,29 @@
 //! [`GrpcRejectionLayer`]: the outermost layer of a tonic server's brownout stack.
 
-use std::any::Any;
-use std::convert::Infallible;
-use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::task::{Context, Poll};
+use std::error::Error;
 
-use brownout_core::{BoxError, LoadSignal};
 use http::Response;
-use tower_layer::Layer;
-use tower_service::Service;
 
-use super::future::{ResponseFuture, State};
+use super::status::{error_response, panic_response};
+use crate::http::{Answer, AnswerFuture, Answering, AnsweringLayer};
+
+/// The gRPC answers: a rejection's trailers-only status (see
+/// [`rejection_response`](super::rejection_response)), `UNKNOWN` for any other error and
+/// `INTERNAL` for a panic, leaking nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcAnswer;
+
+impl<B: Default> Answer<B> for GrpcAnswer {
+    const PANIC_ANSWER: &'static str = "INTERNAL";
+
+    fn error(error: &(dyn Error + Send + Sync + 'static)) -> Response<B> {
+        error_response(error)
+    }
+
+    fn panic() -> Response<B> {
+        panic_response()
+    }
+}
 
 /// Answers every error of the inner stack with a trailers-only gRPC response and every
 /// panic with `INTERNAL`, so the service's error type is `Infallible`; optionally stamps
@@ -62,91 +74,11 @@ use super::future::{ResponseFuture, State};
 /// assert_eq!(response.headers()["x-load-level"], "high");
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
-pub struct GrpcRejectionLayer {
-    signal: Option<LoadSignal>,
-}
-
-impl GrpcRejectionLayer {
-    /// A layer that answers errors and panics, without the level header on successes.
-    pub fn new() -> GrpcRejectionLayer {
-        GrpcRejectionLayer::default()
-    }
-
-    /// Also stamps `x-load-level` from `signal` on every response that lacks one.
-    #[must_use]
-    pub fn with_level_header(mut self, signal: LoadSignal) -> Self {
-        self.signal = Some(signal);
-        self
-    }
-}
-
-impl<S> Layer<S> for GrpcRejectionLayer {
-    type Service = GrpcRejection<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcRejection {
-            inner,
-            signal: self.signal.clone(),
-        }
-    }
-}
+pub type GrpcRejectionLayer = AnsweringLayer<GrpcAnswer>;
 
 /// The service of [`GrpcRejectionLayer`].
-#[derive(Clone)]
-pub struct GrpcRejection<S> {
-    inner: S,
-    signal: Option<LoadSignal>,
-}
+pub type GrpcRejection<S> = Answering<S, GrpcAnswer>;
 
-brownout_core::impl_inner_access!(GrpcRejection<S>);
-
-impl<S: fmt::Debug> fmt::Debug for GrpcRejection<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcRejection")
-            .field("inner", &self.inner)
-            .field("signal", &self.signal)
-            .finish()
-    }
-}
-
-impl<S, Req, B> Service<Req> for GrpcRejection<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Default,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // An inner readiness error is answered per request in `call`, where it can become
-        // a response; report ready so the connection proceeds.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let signal = self.signal.clone();
-        let state = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => State::Running { future },
-            Err(panic) => {
-                log_panic(&*panic);
-                State::Panicked
-            }
-        };
-        ResponseFuture::new(state, signal)
-    }
-}
-
-pub(super) fn log_panic(panic: &(dyn Any + Send)) {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic>");
-    tracing::error!(panic = message, "gRPC handler panicked; answering INTERNAL");
-}
+/// The response future of [`GrpcRejection`]: the inner response, or the trailers-only gRPC
+/// response for its error or panic.
+pub type ResponseFuture<F> = AnswerFuture<F, GrpcAnswer>;

@@ -80,14 +80,12 @@
 //! assert_eq!(response.headers()["grpc-retry-pushback-ms"], "200");
 //! ```
 
-mod future;
 mod layer;
 #[cfg(feature = "monitor")]
 mod outcome;
 mod status;
 
-pub use future::ResponseFuture;
-pub use layer::{GrpcRejection, GrpcRejectionLayer};
+pub use layer::{GrpcAnswer, GrpcRejection, GrpcRejectionLayer, ResponseFuture};
 #[cfg(feature = "monitor")]
 pub use outcome::GrpcOutcome;
 pub use status::{

@@ -5,11 +5,11 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use brownout_core::{LoadLevel, RejectReason, Rejected};
+use brownout_core::{RejectReason, Rejected};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderName, Response, StatusCode};
 
-use crate::http::LOAD_LEVEL_HEADER;
+use crate::http::{LOAD_LEVEL_HEADER, level_value};
 
 /// The trailer (here: header of a trailers-only response) carrying the gRPC status code.
 pub const GRPC_STATUS_HEADER: HeaderName = HeaderName::from_static("grpc-status");
@@ -150,10 +150,6 @@ fn trailers_only<B: Default>(code: GrpcCode, message: &str) -> Response<B> {
     response
 }
 
-pub(crate) fn level_value(level: LoadLevel) -> HeaderValue {
-    HeaderValue::from_static(level.as_str())
-}
-
 /// The trailers-only gRPC response for a rejection: HTTP 200, `content-type:
 /// application/grpc`, `grpc-status` from [`code_for`], a `grpc-message` naming the reason,
 /// `grpc-retry-pushback-ms` when the rejection carries a `retry_after`, and
@@ -206,7 +202,7 @@ pub fn panic_response<B: Default>() -> Response<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use brownout_core::BoxError;
+    use brownout_core::{BoxError, LoadLevel};
     use proptest::prelude::*;
 
     fn header<'a>(r: &'a Response<()>, name: &str) -> Option<&'a str> {

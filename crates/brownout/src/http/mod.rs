@@ -12,12 +12,16 @@
 //! Every rejection carries `Retry-After` when the layer knows it, `x-load-level`, and a
 //! one-line plain-text body naming the reason; a shutting-down server adds `Connection: close`.
 
+mod answer;
 mod classify;
 mod deadline;
 mod degradation;
 mod keys;
 mod response;
 
+#[cfg(feature = "grpc")]
+pub(crate) use answer::level_value;
+pub use answer::{Answer, AnswerFuture, Answering, AnsweringLayer, HttpAnswer};
 pub use classify::HttpClassifier;
 pub use deadline::{DeadlineLayer, DeadlineService};
 pub use degradation::{

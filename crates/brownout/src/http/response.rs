@@ -1,20 +1,12 @@
 //! Turning rejections and errors into http responses, so the stack's error type is `Infallible`.
 
-use std::any::Any;
-use std::convert::Infallible;
-use std::fmt;
-use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use brownout_core::{BoxError, LoadLevel, LoadSignal, RejectReason, Rejected};
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderName, Response, StatusCode};
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
-use tower_service::Service;
+
+use super::answer::{AnswerFuture, Answering, AnsweringLayer, HttpAnswer, level_value};
+use brownout_core::{RejectReason, Rejected};
 
 /// The response header carrying the server's load level (`normal` … `emergency`), read by
 /// client-side throttles to shed locally what the server would shed anyway.
@@ -99,7 +91,7 @@ pub fn error_response<B: From<String>>(
     }
 }
 
-fn internal_error<B: From<String>>() -> Response<B> {
+pub(super) fn internal_error<B: From<String>>() -> Response<B> {
     let mut response = Response::new(B::from("internal server error\n".to_owned()));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response.headers_mut().insert(
@@ -109,13 +101,10 @@ fn internal_error<B: From<String>>() -> Response<B> {
     response
 }
 
-fn level_value(level: LoadLevel) -> HeaderValue {
-    HeaderValue::from_static(level.as_str())
-}
-
 /// Answers every error of the inner stack with a response and every panic with a 500, so
 /// the service's error type is `Infallible` (what axum's `Router::layer` requires), and
-/// stamps `x-load-level` on every response when given a [`LoadSignal`].
+/// stamps `x-load-level` on every response when given a
+/// [`LoadSignal`](brownout_core::LoadSignal).
 ///
 /// ```
 /// use brownout::http::RejectionResponseLayer;
@@ -141,160 +130,18 @@ fn level_value(level: LoadLevel) -> HeaderValue {
 /// assert_eq!(response.headers()["x-load-level"], "high");
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
-pub struct RejectionResponseLayer {
-    signal: Option<LoadSignal>,
-}
-
-impl RejectionResponseLayer {
-    /// A layer that answers errors and panics, without the level header on successes.
-    pub fn new() -> RejectionResponseLayer {
-        RejectionResponseLayer::default()
-    }
-
-    /// Also stamps `x-load-level` from `signal` on every response.
-    #[must_use]
-    pub fn with_level_header(mut self, signal: LoadSignal) -> Self {
-        self.signal = Some(signal);
-        self
-    }
-}
-
-impl<S> Layer<S> for RejectionResponseLayer {
-    type Service = RejectionResponse<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RejectionResponse {
-            inner,
-            signal: self.signal.clone(),
-        }
-    }
-}
+pub type RejectionResponseLayer = AnsweringLayer<HttpAnswer>;
 
 /// The service of [`RejectionResponseLayer`].
-#[derive(Clone)]
-pub struct RejectionResponse<S> {
-    inner: S,
-    signal: Option<LoadSignal>,
-}
+pub type RejectionResponse<S> = Answering<S, HttpAnswer>;
 
-brownout_core::impl_inner_access!(RejectionResponse<S>);
-
-impl<S: fmt::Debug> fmt::Debug for RejectionResponse<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RejectionResponse")
-            .field("inner", &self.inner)
-            .field("signal", &self.signal)
-            .finish()
-    }
-}
-
-impl<S, Req, B> Service<Req> for RejectionResponse<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: From<String>,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // An inner readiness error (e.g. a broken dependency) is answered per request in
-        // `call`, where it can become a response; report ready so the connection proceeds.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let signal = self.signal.clone();
-        match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => ResponseFuture {
-                state: State::Running { future },
-                signal,
-            },
-            Err(panic) => {
-                log_panic(&*panic);
-                ResponseFuture {
-                    state: State::Panicked,
-                    signal,
-                }
-            }
-        }
-    }
-}
-
-fn log_panic(panic: &(dyn Any + Send)) {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic>");
-    tracing::error!(panic = message, "handler panicked; answering 500");
-}
-
-pin_project! {
-    /// The response future of [`RejectionResponse`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        state: State<F>,
-        signal: Option<LoadSignal>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Running { #[pin] future: F },
-        Panicked,
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    B: From<String>,
-{
-    type Output = Result<Response<B>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match this.state.project() {
-            StateProj::Panicked => internal_error(),
-            StateProj::Running { future } => {
-                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(Ok(response))) => response,
-                    Ok(Poll::Ready(Err(error))) => error_response(&*error.into()),
-                    Err(panic) => {
-                        log_panic(&*panic);
-                        internal_error()
-                    }
-                }
-            }
-        };
-        if let Some(signal) = this.signal {
-            response
-                .headers_mut()
-                .entry(LOAD_LEVEL_HEADER)
-                .or_insert_with(|| level_value(signal.level()));
-        }
-        Poll::Ready(Ok(response))
-    }
-}
+/// The response future of [`RejectionResponse`].
+pub type ResponseFuture<F> = AnswerFuture<F, HttpAnswer>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brownout_core::{BoxError, LoadLevel};
 
     #[test]
     fn statuses() {

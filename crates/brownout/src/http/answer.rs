@@ -1,0 +1,225 @@
+//! One service that answers a stack's errors and panics with responses, so its error type is
+//! `Infallible`; the response format (http status codes, gRPC statuses) is a type parameter.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use brownout_core::{BoxError, LoadLevel, LoadSignal};
+use http::Response;
+use http::header::HeaderValue;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::LOAD_LEVEL_HEADER;
+
+/// How a protocol answers an error or a panic with a response of body `B`.
+///
+/// Implemented by [`HttpAnswer`] (503/429/504 with `Retry-After`, opaque 500) and, with the
+/// `grpc` feature, by `brownout::grpc::GrpcAnswer` (trailers-only gRPC statuses).
+pub trait Answer<B> {
+    /// The answer to a panic, for the log line (`500`, `INTERNAL`).
+    const PANIC_ANSWER: &'static str;
+
+    /// The response for an error of the inner stack.
+    fn error(error: &(dyn Error + Send + Sync + 'static)) -> Response<B>;
+
+    /// The response for a panic of the inner stack (nothing about the panic leaks).
+    fn panic() -> Response<B>;
+}
+
+/// The http answers: a rejection's own response (see [`rejection_response`](super::rejection_response)),
+/// and an opaque 500 for any other error or a panic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpAnswer;
+
+impl<B: From<String>> Answer<B> for HttpAnswer {
+    const PANIC_ANSWER: &'static str = "500";
+
+    fn error(error: &(dyn Error + Send + Sync + 'static)) -> Response<B> {
+        super::error_response(error)
+    }
+
+    fn panic() -> Response<B> {
+        super::response::internal_error()
+    }
+}
+
+/// The `x-load-level` value for `level`.
+pub(crate) fn level_value(level: LoadLevel) -> HeaderValue {
+    HeaderValue::from_static(level.as_str())
+}
+
+/// The layer of [`Answering`]: answers errors and panics with `A`'s responses, and
+/// optionally stamps `x-load-level` on every response.
+#[derive(Clone, Debug, Default)]
+pub struct AnsweringLayer<A> {
+    signal: Option<LoadSignal>,
+    answer: A,
+}
+
+impl<A: Default> AnsweringLayer<A> {
+    /// A layer that answers errors and panics, without the level header on successes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<A> AnsweringLayer<A> {
+    /// Also stamps `x-load-level` from `signal` on every response that lacks one.
+    #[must_use]
+    pub fn with_level_header(mut self, signal: LoadSignal) -> Self {
+        self.signal = Some(signal);
+        self
+    }
+}
+
+impl<S, A: Clone> Layer<S> for AnsweringLayer<A> {
+    type Service = Answering<S, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Answering {
+            inner,
+            signal: self.signal.clone(),
+            answer: self.answer.clone(),
+        }
+    }
+}
+
+/// Answers every error of the inner stack and every panic with a response of format `A`,
+/// so its error type is `Infallible` (what axum's `Router::layer` and tonic's server need).
+#[derive(Clone)]
+pub struct Answering<S, A> {
+    inner: S,
+    signal: Option<LoadSignal>,
+    answer: A,
+}
+
+brownout_core::impl_inner_access!(Answering<S, A>);
+
+impl<S: fmt::Debug, A: fmt::Debug> fmt::Debug for Answering<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answering")
+            .field("inner", &self.inner)
+            .field("signal", &self.signal)
+            .field("answer", &self.answer)
+            .finish()
+    }
+}
+
+impl<S, Req, B, A> Service<Req> for Answering<S, A>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    A: Answer<B> + Clone,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = AnswerFuture<S::Future, A>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // An inner readiness error (e.g. a broken dependency) is answered per request in
+        // `call`, where it can become a response; report ready so the connection proceeds.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let state = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(future) => State::Running { future },
+            Err(panic) => {
+                log_panic(&*panic, A::PANIC_ANSWER);
+                State::Panicked
+            }
+        };
+        AnswerFuture {
+            state,
+            signal: self.signal.clone(),
+            answer: self.answer.clone(),
+        }
+    }
+}
+
+fn log_panic(panic: &(dyn Any + Send), answer: &str) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<non-string panic>");
+    tracing::error!(
+        panic = message,
+        answer,
+        "handler panicked; answering with an error"
+    );
+}
+
+pin_project! {
+    /// The response future of [`Answering`]: the inner response, or `A`'s answer to its
+    /// error or panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it drops the inner future, which releases whatever the inner layers hold.
+    pub struct AnswerFuture<F, A> {
+        #[pin]
+        state: State<F>,
+        signal: Option<LoadSignal>,
+        answer: A,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: F },
+        Panicked,
+    }
+}
+
+impl<F, A> fmt::Debug for AnswerFuture<F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E, A> Future for AnswerFuture<F, A>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    A: Answer<B>,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.state.project() {
+            StateProj::Panicked => A::panic(),
+            StateProj::Running { future } => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Ok(response))) => response,
+                    Ok(Poll::Ready(Err(error))) => A::error(&*error.into()),
+                    Err(panic) => {
+                        log_panic(&*panic, A::PANIC_ANSWER);
+                        A::panic()
+                    }
+                }
+            }
+        };
+        if let Some(signal) = this.signal {
+            response
+                .headers_mut()
+                .entry(LOAD_LEVEL_HEADER)
+                .or_insert_with(|| level_value(signal.level()));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
