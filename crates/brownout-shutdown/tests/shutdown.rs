@@ -803,6 +803,23 @@ async fn rel_03_clones_racing_on_a_multi_thread_runtime_add_up() {
         }),
         &shutdown,
     );
+    // One request held in flight until every worker is done: the drain (and so the report)
+    // cannot end while workers are still being refused, so the report counts them all.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let mut holder = {
+        let gate = gate.clone();
+        ShutdownGuard::new(
+            tower::service_fn(move |n: u64| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, Infallible>(n)
+                }
+            }),
+            &shutdown,
+        )
+    };
+    let held = holder.ready().await.unwrap().call(u64::MAX);
     let issued = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..16u64 {
@@ -836,15 +853,18 @@ async fn rel_03_clones_racing_on_a_multi_thread_runtime_add_up() {
         ok += o;
         refused += r;
     }
+    gate.notify_one();
+    assert_eq!(held.await.unwrap(), u64::MAX);
+    ok += 1;
     let report = shutdown.wait().await;
-    assert_eq!(ok + refused, 16 * 250);
+    assert_eq!(ok + refused, 16 * 250 + 1);
     assert_eq!((report.completed, report.rejected), (ok, refused));
     assert_eq!(
         (report.aborted, report.cancelled, report.unfinished),
         (0, 0, 0)
     );
     assert!(report.drained);
-    assert_adds_up(&report, 16 * 250);
+    assert_adds_up(&report, 16 * 250 + 1);
 }
 
 #[cfg(feature = "signal")]
