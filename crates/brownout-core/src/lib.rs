@@ -24,6 +24,7 @@
 mod classify;
 pub mod config;
 mod deadline;
+pub mod headers;
 mod level;
 mod macros;
 mod priority;

@@ -171,9 +171,9 @@ impl<B, E: AsError> RetryClassifier<http::Response<B>, E> for HttpClassifier {
 }
 
 /// The header our http integration uses to tell clients the server's load level.
-pub const LOAD_LEVEL_HEADER: &str = "x-load-level";
+pub const LOAD_LEVEL_HEADER: http::HeaderName = brownout_core::headers::LOAD_LEVEL;
 /// The gRPC pushback header.
-pub const GRPC_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+pub const GRPC_PUSHBACK_HEADER: http::HeaderName = brownout_core::headers::GRPC_RETRY_PUSHBACK_MS;
 
 /// The decision for an http status and headers (see [`HttpClassifier`]).
 pub fn classify_response(status: http::StatusCode, headers: &http::HeaderMap) -> RetryDecision {
@@ -213,7 +213,7 @@ pub fn classify_response(status: http::StatusCode, headers: &http::HeaderMap) ->
 
 /// The load level a server reported in its `x-load-level` header (a level name or digit).
 pub fn server_level(headers: &http::HeaderMap) -> Option<LoadLevel> {
-    headers.get(LOAD_LEVEL_HEADER)?.to_str().ok()?.parse().ok()
+    brownout_core::headers::load_level(headers)
 }
 
 #[cfg(test)]

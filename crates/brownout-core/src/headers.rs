@@ -1,0 +1,69 @@
+//! The header names brownout's layers, clients and integrations agree on, defined once.
+//!
+//! A server stamps its load level on responses ([`LOAD_LEVEL`]); a client-side retry or
+//! throttle reads it back ([`load_level`]) to stop sending what the server would shed
+//! anyway. gRPC's own names sit beside ours so no crate spells a header twice.
+//!
+//! ```
+//! use brownout_core::{LoadLevel, headers};
+//!
+//! let mut map = http::HeaderMap::new();
+//! map.insert(headers::LOAD_LEVEL, headers::level_value(LoadLevel::High));
+//! assert_eq!(headers::load_level(&map), Some(LoadLevel::High));
+//!
+//! map.insert(headers::LOAD_LEVEL, http::HeaderValue::from_static("not-a-level"));
+//! assert_eq!(headers::load_level(&map), None);
+//! ```
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::LoadLevel;
+
+/// `x-load-level`: the server's load level (`normal` … `emergency`) on its responses.
+pub const LOAD_LEVEL: HeaderName = HeaderName::from_static("x-load-level");
+
+/// `x-priority`: the request's class (`critical` … `background`, or `0`–`4`).
+pub const PRIORITY: HeaderName = HeaderName::from_static("x-priority");
+
+/// `grpc-timeout`: the caller's deadline in gRPC's wire format (see
+/// [`parse_grpc_timeout`](crate::parse_grpc_timeout)).
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// `grpc-retry-pushback-ms`: how long a gRPC client should wait before retrying; a
+/// negative value means "do not retry".
+pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
+/// The value brownout writes in [`LOAD_LEVEL`] for `level` (its lower-case name).
+pub const fn level_value(level: LoadLevel) -> HeaderValue {
+    HeaderValue::from_static(level.as_str())
+}
+
+/// The load level a server reported in its [`LOAD_LEVEL`] header (a level name or digit);
+/// `None` when the header is absent or malformed.
+pub fn load_level(headers: &HeaderMap) -> Option<LoadLevel> {
+    headers.get(LOAD_LEVEL)?.to_str().ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_level_round_trips_through_its_header_value() {
+        for level in LoadLevel::ALL {
+            let mut map = HeaderMap::new();
+            map.insert(LOAD_LEVEL, level_value(level));
+            assert_eq!(load_level(&map), Some(level));
+        }
+    }
+
+    #[test]
+    fn absent_or_malformed_level_is_none() {
+        let mut map = HeaderMap::new();
+        assert_eq!(load_level(&map), None);
+        map.insert(LOAD_LEVEL, HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(load_level(&map), None);
+        map.insert(LOAD_LEVEL, HeaderValue::from_static("9"));
+        assert_eq!(load_level(&map), None);
+    }
+}
