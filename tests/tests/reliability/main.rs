@@ -1,0 +1,4 @@
+//! The reliability suite (RELIABILITY.md), integrated: every case through the facade's stack.
+
+mod admission;
+mod support;
