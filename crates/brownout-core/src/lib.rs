@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod classify;
+pub mod clock;
 pub mod config;
 mod deadline;
 pub mod headers;

@@ -72,11 +72,28 @@ fn record_path(c: &mut Criterion) {
         .build()
         .expect("valid config");
     let mut monitored_tsc = tsc_monitor.layer().layer(bare());
+    let every_monitor = Monitor::builder()
+        .latency_objective(Duration::from_millis(50))
+        .max_sample_every(1)
+        .manual_ticks()
+        .build()
+        .expect("valid config");
+    let mut monitored_every = every_monitor.layer().layer(bare());
 
     allocations_per_request("bare", &mut bare_svc);
     allocations_per_request("monitor", &mut monitored);
     allocations_per_request("monitor_tsc", &mut monitored_tsc);
+    allocations_per_request("monitor_every_request_timed", &mut monitored_every);
     allocations_per_request("tower_concurrency_limit", &mut limited);
+    // One tick after those 100 000 requests: the monitors now time one request in 64, as on
+    // a busy service (the benches do not tick again, so the rate stays there).
+    for m in [&monitor, &tsc_monitor, &every_monitor] {
+        m.tick_now();
+        println!(
+            "timing one request in {} after a busy interval",
+            m.sample_every()
+        );
+    }
 
     let mut group = c.benchmark_group("record_path");
     let mut cx = Context::from_waker(Waker::noop());
@@ -101,6 +118,13 @@ fn record_path(c: &mut Criterion) {
             one(&mut monitored_tsc, &mut cx, n)
         })
     });
+    group.bench_function("monitor_every_request_timed", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            one(&mut monitored_every, &mut cx, n)
+        })
+    });
     group.bench_function("tower_concurrency_limit", |b| {
         let mut n = 0u64;
         b.iter(|| {
@@ -114,7 +138,9 @@ fn record_path(c: &mut Criterion) {
         .manual_ticks()
         .build()
         .expect("valid config");
-    let unstriped = one_shard.layer().layer(bare());
+    let mut unstriped = one_shard.layer().layer(bare());
+    allocations_per_request("monitor_1_shard", &mut unstriped);
+    one_shard.tick_now();
     let limited_shared = ConcurrencyLimit::new(bare(), 1_000_000);
     two_threads(&mut group, "monitor_2_threads_striped", &monitored);
     two_threads(&mut group, "monitor_2_threads_1_shard", &unstriped);
@@ -128,6 +154,7 @@ fn record_path(c: &mut Criterion) {
     group.finish();
     one_shard.tick_now();
     tsc_monitor.tick_now();
+    every_monitor.tick_now();
     // Keep the histogram from growing without bound between runs.
     monitor.tick_now();
 }
@@ -222,6 +249,12 @@ fn components(c: &mut Criterion) {
     });
     let clock = quanta::Clock::new();
     group.bench_function("quanta_raw", |b| b.iter(|| clock.raw()));
+    let rate = brownout_core::clock::SampleRate::new(64, 1);
+    rate.adapt(64);
+    let mut sampler = brownout_core::clock::Sampler::new();
+    group.bench_function("sampler_decision", |b| {
+        b.iter(|| black_box(&mut sampler).sample(&rate))
+    });
     let arc = std::sync::Arc::new(0u64);
     group.bench_function("arc_clone_drop", |b| {
         b.iter(|| drop(black_box(std::sync::Arc::clone(&arc))))
@@ -236,5 +269,35 @@ fn components(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record_path, histogram, components);
+/// tokio's clock once some runtime in the process paused time (`test-util`): must run last,
+/// because tokio remembers process-wide that a clock was paused and from then on every
+/// `tokio::time::Instant::now()` looks up the current runtime's clock.
+fn paused_clock(c: &mut Criterion) {
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let running = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("components_after_a_pause");
+    {
+        let _guard = paused.enter();
+        group.bench_function("tokio_instant_now_in_a_paused_runtime", |b| {
+            b.iter(tokio::time::Instant::now)
+        });
+    }
+    {
+        let _guard = running.enter();
+        group.bench_function("tokio_instant_now_in_a_running_runtime", |b| {
+            b.iter(tokio::time::Instant::now)
+        });
+    }
+    group.bench_function("std_instant_now", |b| b.iter(Instant::now));
+    group.finish();
+}
+
+criterion_group!(benches, record_path, histogram, components, paused_clock);
 criterion_main!(benches);

@@ -147,8 +147,8 @@ pub struct Transition {
 ///     .build_detector()
 ///     .unwrap();
 /// let start = Instant::now();
-/// // Mean queueing delay 60 ms: above 50 ms, the Critical threshold.
-/// let busy = Signals { queue_delay: Some(Duration::from_millis(60)), ..Signals::default() };
+/// // Mean queueing delay 80 ms: above 75 ms, the Critical threshold.
+/// let busy = Signals { queue_delay: Some(Duration::from_millis(80)), ..Signals::default() };
 /// assert_eq!(detector.update(&busy, start), LoadLevel::Critical);
 ///
 /// let calm = Signals { queue_delay: Some(Duration::ZERO), ..Signals::default() };

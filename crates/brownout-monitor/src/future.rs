@@ -15,30 +15,37 @@ use crate::recorder::{Recorder, Shard};
 
 /// Counts one request in flight from `call` until it completes or is dropped.
 ///
-/// Completing records the latency and the outcome; dropping without completing (the caller
-/// went away, a timeout fired, the inner future panicked) counts the request as cancelled and
-/// records no latency sample.
+/// Completing records the outcome, and the latency when the request is a sample (one in
+/// `every`, see [`SampleRate`](brownout_core::clock::SampleRate)); dropping without
+/// completing (the caller went away, a timeout fired, the inner future panicked) counts the
+/// request as cancelled and records no latency sample.
 pub(crate) struct InFlight {
     shard: Arc<Shard>,
     start: Start,
     completed: bool,
 }
 
-/// When the request started, on the monitor's [`LatencyClock`](crate::LatencyClock).
+/// When a sampled request started, on the monitor's [`LatencyClock`](crate::LatencyClock);
+/// `NotTimed` for the others (no clock read at all).
 #[derive(Clone, Copy)]
 enum Start {
+    NotTimed,
     Tokio(Instant),
     Tsc(u64),
 }
 
 impl InFlight {
     #[inline]
-    pub(crate) fn start(recorder: &Recorder) -> InFlight {
+    pub(crate) fn start(recorder: &Recorder, timed: bool) -> InFlight {
         let shard = recorder.shard();
-        shard.in_flight.fetch_add(1, Ordering::Relaxed);
-        let start = match &shard.tsc {
-            None => Start::Tokio(Instant::now()),
-            Some(clock) => Start::Tsc(clock.raw()),
+        shard.started.fetch_add(1, Ordering::Relaxed);
+        let start = if !timed {
+            Start::NotTimed
+        } else {
+            match &shard.tsc {
+                None => Start::Tokio(Instant::now()),
+                Some(clock) => Start::Tsc(clock.raw()),
+            }
         };
         InFlight {
             shard: shard.clone(),
@@ -50,31 +57,35 @@ impl InFlight {
     #[inline]
     fn complete(mut self, outcome: Outcome) {
         self.completed = true;
+        let shard = &self.shard;
         if outcome == Outcome::Rejected {
             // A load-control decision: no latency sample, not a failure (see `Outcome`).
+            shard.rejected.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let shard = &self.shard;
+        if outcome == Outcome::Failure {
+            shard.failures.fetch_add(1, Ordering::Relaxed);
+        }
         let nanos = match (self.start, &shard.tsc) {
+            (Start::NotTimed, _) => return,
             (Start::Tsc(start), Some(clock)) => clock.delta_as_nanos(start, clock.raw()),
             (Start::Tokio(start), _) => {
                 u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
             }
-            (Start::Tsc(_), None) => 0, // not built that way; a shard's clock never changes
+            (Start::Tsc(_), None) => return, // not built that way; a shard's clock never changes
         };
         shard.histogram.record_nanos(nanos);
-        if outcome == Outcome::Failure {
-            shard.failures.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 
 impl Drop for InFlight {
+    #[inline]
     fn drop(&mut self) {
         if !self.completed {
             self.shard.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Release: a tick that sees this finish also sees the start (in flight never < 0).
+        self.shard.finished.fetch_add(1, Ordering::Release);
     }
 }
 

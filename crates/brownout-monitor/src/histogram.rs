@@ -182,6 +182,16 @@ impl HistogramCounts {
         None
     }
 
+    /// The non-empty buckets in increasing order: each bucket's value (its midpoint, as
+    /// [`quantile`](Self::quantile) reports) and its count.
+    pub fn buckets(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(index, count)| (Duration::from_nanos(representative(index)), *count))
+    }
+
     /// The p50, p95 and p99 of the samples.
     pub fn quantiles(&self) -> Quantiles {
         Quantiles {

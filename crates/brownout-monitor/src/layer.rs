@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use brownout_core::clock::Sampler;
 use tower_layer::Layer;
 
 use crate::MonitorService;
@@ -48,6 +49,7 @@ impl<S, C: Clone> Layer<S> for MonitorLayer<C> {
             inner,
             recorder: self.recorder.clone(),
             classifier: self.classifier.clone(),
+            sampler: Sampler::new(),
         }
     }
 }

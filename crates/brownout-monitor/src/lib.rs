@@ -29,10 +29,15 @@
 //!
 //! # What is measured
 //!
-//! - **Latency** of every completed request (success or failure), from `call` to the
+//! - **Latency** of completed requests (success or failure), from `call` to the
 //!   completion of the response future, into a lock-free
-//!   log-linear [`LatencyHistogram`] (one atomic add per request, ≤ 1.6 % quantile error).
-//!   p50/p95/p99 are computed once per tick. The latency signal (p95 against
+//!   log-linear [`LatencyHistogram`] (one atomic add per sample, ≤ 1.6 % quantile error).
+//!   p50/p95/p99 are computed once per tick. Latency is **sampled**: every request while the
+//!   service is quiet, one in `N` once an interval sees more than 256 completions
+//!   (`N = completed / 256`, at most [`max_sample_every`](MonitorBuilder::max_sample_every),
+//!   default 64), because the two clock reads that time a request cost more than everything
+//!   else the layer does (see [`brownout_core::clock`]). Outcomes, in-flight and the error
+//!   rate count every request. The latency signal (p95 against
 //!   1.0 / 1.5 / 2 / 3 × an objective) is on only when an objective is set.
 //! - **Outcome**, through a [`ClassifyOutcome`] ([`ErrIsFailure`] by default; [`HttpOutcome`]
 //!   counts 5xx but not 4xx), as an error rate over the interval once at least
@@ -40,7 +45,9 @@
 //! - **In flight**, with an RAII guard: a response future dropped before completing counts
 //!   as *cancelled*, not as a success, and leaves no latency sample.
 //! - **Queueing delay and depth**, from a [`QueueProbe`](brownout_core::QueueProbe) that the
-//!   admission layer feeds (mean delay 5 / 20 / 50 / 100 ms; DAGOR reads ~20 ms as overload).
+//!   admission layer feeds (mean delay 25 / 50 / 75 / 100 ms, tuned in the overload
+//!   simulation so that the ordinary queueing of a fully used server does not read as
+//!   overload; see [`DEFAULT_QUEUE_DELAY`]).
 //! - Any [`PressureSource`](brownout_core::PressureSource) with its
 //!   [`Thresholds`](brownout_core::Thresholds); with the `system` feature, process / cgroup v2
 //!   CPU and memory (50 / 65 / 80 / 90 %).
@@ -49,8 +56,27 @@
 //!
 //! See [`Detector`]: escalate (possibly several levels at once) after `escalate_after`
 //! consecutive ticks over a threshold; step down one level per `cooldown` once every signal
-//! is below its threshold × (1 − `hysteresis`). Level changes are `tracing` info events and
-//! `metrics` gauges / counters (names in [`brownout_core::telemetry`]).
+//! is below its threshold × (1 − `hysteresis`). Default cooldown 250 ms (see
+//! [`DEFAULT_COOLDOWN`]). Level changes are `tracing` info events.
+//!
+//! # Metrics
+//!
+//! Emitted once per tick, through handles registered once (at the first tick), so the
+//! request path never touches the `metrics` recorder:
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `brownout_level` | gauge | — |
+//! | `brownout_level_changes_total` | counter | `from`, `to` |
+//! | `brownout_in_flight` | gauge | `layer="monitor"` |
+//! | `brownout_queue_depth` | gauge | `layer="monitor"` |
+//! | `brownout_queue_delay_seconds` | histogram (the interval's mean delay) | `layer="monitor"` |
+//! | `brownout_latency_seconds` | histogram: the interval's timed requests, one `record_many` per non-empty bucket | `layer="monitor"` |
+//! | [`brownout_latency_quantile_seconds`](LATENCY_QUANTILE_SECONDS) | gauge: p50 / p95 / p99 of the interval | `layer="monitor"`, `quantile` |
+//! | [`brownout_latency_sample_every`](LATENCY_SAMPLE_EVERY) | gauge: one request in this many was timed | `layer="monitor"` |
+//!
+//! The latency histogram's count is the number of *timed* requests; multiply by
+//! `brownout_latency_sample_every` for an estimate of all requests.
 //!
 //! # Cancel safety
 //!
@@ -74,17 +100,19 @@ pub mod system;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use brownout_core::clock::Sampler;
 use tower_service::Service;
 
 pub use config::{
     DEFAULT_COOLDOWN, DEFAULT_ERROR_RATE, DEFAULT_HYSTERESIS, DEFAULT_INTERVAL,
-    DEFAULT_LATENCY_FACTORS, DEFAULT_MIN_ERROR_SAMPLES, DEFAULT_MIN_LATENCY_SAMPLES,
-    DEFAULT_QUEUE_DELAY, DEFAULT_TRANSITIONS, MonitorBuilder,
+    DEFAULT_LATENCY_FACTORS, DEFAULT_LATENCY_SAMPLE_TARGET, DEFAULT_MAX_SAMPLE_EVERY,
+    DEFAULT_MIN_ERROR_SAMPLES, DEFAULT_MIN_LATENCY_SAMPLES, DEFAULT_QUEUE_DELAY,
+    DEFAULT_TRANSITIONS, MonitorBuilder,
 };
 pub use detector::{Cause, Detector, SignalReading, Signals, Transition};
 pub use histogram::{BUCKETS, HistogramCounts, LatencyHistogram, Quantiles};
 pub use layer::MonitorLayer;
-pub use monitor::Monitor;
+pub use monitor::{LATENCY_QUANTILE_SECONDS, LATENCY_SAMPLE_EVERY, Monitor};
 pub use outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
 pub use recorder::LatencyClock;
 pub use snapshot::Snapshot;
@@ -101,6 +129,8 @@ pub struct MonitorService<S, C = ErrIsFailure> {
     inner: S,
     recorder: Arc<Recorder>,
     classifier: C,
+    /// Picks the timed requests of this clone (a countdown, no atomic).
+    sampler: Sampler,
 }
 
 brownout_core::impl_inner_access!(MonitorService<S, C>);
@@ -111,6 +141,7 @@ impl<S: Clone, C: Clone> Clone for MonitorService<S, C> {
             inner: self.inner.clone(),
             recorder: self.recorder.clone(),
             classifier: self.classifier.clone(),
+            sampler: Sampler::new(),
         }
     }
 }
@@ -131,7 +162,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let in_flight = InFlight::start(&self.recorder);
+        let timed = self.sampler.sample(&self.recorder.rate);
+        let in_flight = InFlight::start(&self.recorder, timed);
         ResponseFuture::new(self.inner.call(req), in_flight, self.classifier.clone())
     }
 }

@@ -27,8 +27,12 @@ pub struct Snapshot {
     pub in_flight: usize,
     /// p50 / p95 / p99 latency over the last interval.
     pub latency: Quantiles,
-    /// Requests completed in the last interval.
+    /// Requests completed in the last interval (all of them; `latency.samples` of them
+    /// were timed).
     pub completed: u64,
+    /// One request in this many was timed during the last interval (see
+    /// [`MonitorBuilder::max_sample_every`](crate::MonitorBuilder::max_sample_every)).
+    pub sample_every: u32,
     /// Of which failures (per the outcome classifier).
     pub failures: u64,
     /// Requests dropped before completing in the last interval.

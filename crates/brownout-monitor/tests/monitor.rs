@@ -167,12 +167,12 @@ async fn steady_load_at_a_threshold_flips_at_most_once_in_10s() {
         .unwrap();
     let mut rx = monitor.signal().subscribe();
     sleep(TICK / 2).await;
-    // Mean delay jitters ±4 % around the 20 ms High threshold (hysteresis is 10 %).
+    // Mean delay jitters ±4 % around the 50 ms High threshold (hysteresis is 10 %).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 0u64;
     while Instant::now() < deadline {
-        let jitter = [300i64, -800, 800, -200, 500, -600][(i % 6) as usize];
-        probe.record_delay(Duration::from_micros((20_000 + jitter) as u64));
+        let jitter = [750i64, -2_000, 2_000, -500, 1_250, -1_500][(i % 6) as usize];
+        probe.record_delay(Duration::from_micros((50_000 + jitter) as u64));
         i += 1;
         sleep(TICK).await;
     }
@@ -255,7 +255,7 @@ async fn queueing_delay_from_the_probe_escalates() {
     assert_eq!(monitor.queue_probe().depth(), 0);
     let signal = monitor.signal();
     sleep(TICK / 2).await;
-    probe.dequeued(Duration::from_millis(25)); // mean 25 ms ≥ 20 ms → High
+    probe.dequeued(Duration::from_millis(55)); // mean 55 ms ≥ 50 ms → High
     sleep(TICK).await;
     assert_eq!(signal.level(), LoadLevel::High);
     // A deep queue (depth ≥ 50) escalates further even without dequeues.
@@ -373,7 +373,7 @@ async fn rel_19_dropping_the_monitor_ends_its_task_and_readers_keep_the_level() 
     let mut signal = monitor.signal();
     let layer = monitor.layer();
     sleep(TICK / 2).await;
-    probe.dequeued(Duration::from_millis(60));
+    probe.dequeued(Duration::from_millis(80)); // ≥ 75 ms: Critical
     sleep(TICK).await;
     assert_eq!(signal.level(), LoadLevel::Critical);
 
@@ -399,7 +399,7 @@ async fn operator_override_and_release_while_the_detector_runs() {
     let publisher = monitor.publisher();
     publisher.force(LoadLevel::Emergency);
     sleep(TICK / 2).await;
-    probe.dequeued(Duration::from_millis(25)); // detector: High
+    probe.dequeued(Duration::from_millis(55)); // detector: High
     sleep(TICK).await;
     assert_eq!(signal.level(), LoadLevel::Emergency);
     let snapshot = monitor.snapshot();
@@ -436,6 +436,97 @@ fn tsc_clock_measures_real_time() {
         latency.p50.unwrap() >= Duration::from_millis(3),
         "{latency:?}"
     );
+}
+
+/// Sends `n` requests one after the other through `svc`, each answered after `latency`
+/// (paused time), `failures` of them failing.
+async fn sequential<S>(svc: &mut S, n: usize, failures: usize)
+where
+    S: Service<bool, Response = (), Error = &'static str>,
+{
+    for i in 0..n {
+        let _ = svc.ready().await.unwrap().call(i < failures).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn busy_interval_samples_latency_but_counts_every_outcome() {
+    let latency = Arc::new(AtomicU64::new(40));
+    let monitor = Monitor::builder()
+        .latency_objective(Duration::from_millis(100))
+        .latency_sample_target(10)
+        .max_sample_every(8)
+        .min_error_samples(1)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    let mut svc = monitor.layer().layer(slow(latency.clone()));
+
+    // Quiet so far: every request is timed.
+    sequential(&mut svc, 40, 4).await;
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.sample_every, 1);
+    assert_eq!((snapshot.completed, snapshot.failures), (40, 4));
+    assert_eq!(snapshot.latency.samples, 40);
+
+    // 40 completions for a target of 10 samples: one in 4 from now on.
+    sequential(&mut svc, 40, 8).await;
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.sample_every, 4);
+    assert_eq!(monitor.sample_every(), 4);
+    assert_eq!((snapshot.completed, snapshot.failures), (40, 8));
+    assert_eq!(snapshot.latency.samples, 10);
+    let p95 = snapshot.latency.p95.unwrap();
+    assert!(
+        p95 >= Duration::from_millis(39) && p95 <= Duration::from_millis(41),
+        "sampled p95 {p95:?} for a 40 ms service"
+    );
+    let error_rate = snapshot
+        .signals
+        .iter()
+        .find(|s| &*s.name == "error_rate")
+        .unwrap();
+    assert_eq!(
+        error_rate.value,
+        Some(0.2),
+        "error rate counts every request"
+    );
+
+    // A fresh clone (a new connection) times its first request whatever the rate.
+    let mut clone = svc.clone();
+    sequential(&mut clone, 1, 0).await;
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!((snapshot.completed, snapshot.latency.samples), (1, 1));
+    // A quiet interval brings the rate back to every request.
+    assert_eq!(
+        snapshot.sample_every, 4,
+        "rate of the interval just measured"
+    );
+    sequential(&mut svc, 3, 0).await;
+    monitor.tick_now();
+    assert_eq!(monitor.snapshot().latency.samples, 3);
+    assert_eq!(monitor.snapshot().sample_every, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_sample_every_one_times_every_request() {
+    let monitor = Monitor::builder()
+        .latency_sample_target(1)
+        .max_sample_every(1)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    let mut svc = monitor.layer().layer(slow(Arc::new(AtomicU64::new(5))));
+    for _ in 0..3 {
+        sequential(&mut svc, 20, 0).await;
+        monitor.tick_now();
+        let snapshot = monitor.snapshot();
+        assert_eq!((snapshot.completed, snapshot.latency.samples), (20, 20));
+        assert_eq!(snapshot.sample_every, 1);
+    }
 }
 
 #[test]
@@ -492,10 +583,10 @@ fn detector_escalate_after_waits_and_jumps_to_the_sustained_level() {
         queue_delay: Some(Duration::from_millis(ms)),
         ..Signals::default()
     };
-    // Three ticks over: 200 ms (Emergency), 60 ms (Critical), 120 ms (Emergency):
+    // Three ticks over: 200 ms (Emergency), 80 ms (Critical), 120 ms (Emergency):
     // the level sustained for all three is Critical.
     assert_eq!(detector.update(&delay(200), t0), LoadLevel::Normal);
-    assert_eq!(detector.update(&delay(60), t0 + TICK), LoadLevel::Normal);
+    assert_eq!(detector.update(&delay(80), t0 + TICK), LoadLevel::Normal);
     assert_eq!(
         detector.update(&delay(120), t0 + TICK * 2),
         LoadLevel::Critical
@@ -540,21 +631,21 @@ fn detector_hysteresis_band_blocks_recovery() {
         queue_delay: Some(Duration::from_micros(us)),
         ..Signals::default()
     };
-    assert_eq!(detector.update(&delay(20_000), t0), LoadLevel::High);
-    // 19 ms is under the 20 ms threshold but not under 20 × 0.9 = 18 ms: stays High.
+    assert_eq!(detector.update(&delay(50_000), t0), LoadLevel::High);
+    // 47 ms is under the 50 ms threshold but not under 50 × 0.9 = 45 ms: stays High.
     for s in 1..=10 {
         assert_eq!(
-            detector.update(&delay(19_000), t0 + Duration::from_secs(s)),
+            detector.update(&delay(47_000), t0 + Duration::from_secs(s)),
             LoadLevel::High
         );
     }
-    // 17 ms: calm; one cooldown later, one step down.
+    // 44 ms: calm; one cooldown later, one step down.
     assert_eq!(
-        detector.update(&delay(17_000), t0 + Duration::from_secs(11)),
+        detector.update(&delay(44_000), t0 + Duration::from_secs(11)),
         LoadLevel::High
     );
     assert_eq!(
-        detector.update(&delay(17_000), t0 + Duration::from_secs(12)),
+        detector.update(&delay(44_000), t0 + Duration::from_secs(12)),
         LoadLevel::Elevated
     );
     // NaN from a custom source would be ignored; a missing reading counts as calm.
@@ -750,7 +841,7 @@ mod telemetry {
             .build()
             .unwrap();
         metrics::with_local_recorder(&capture, || {
-            probe.dequeued(Duration::from_millis(60));
+            probe.dequeued(Duration::from_millis(80));
             assert_eq!(monitor.tick_now(), LoadLevel::Critical);
         });
         let log = capture.log.lock().unwrap().clone();
@@ -768,13 +859,63 @@ mod telemetry {
         assert!(
             log.contains(&(
                 "brownout_queue_delay_seconds{layer=monitor}".to_string(),
-                0.06
+                0.08
             )),
             "{log:?}"
         );
         assert!(
             log.iter()
                 .any(|(k, _)| k == "brownout_in_flight{layer=monitor}")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_exported_as_a_histogram_and_quantile_gauges_at_the_tick() {
+        let capture = Capture::default();
+        let monitor = Monitor::builder().manual_ticks().build().unwrap();
+        let mut svc = monitor.layer().layer(service_fn(|ms: u64| async move {
+            sleep(Duration::from_millis(ms)).await;
+            Ok::<_, Infallible>(())
+        }));
+        for ms in [10, 10, 10, 30] {
+            svc.ready().await.unwrap().call(ms).await.unwrap();
+        }
+        // Requests record nothing in the recorder; the tick exports the interval.
+        metrics::with_local_recorder(&capture, || monitor.tick_now());
+        let log = capture.log.lock().unwrap().clone();
+        let histogram: Vec<f64> = log
+            .iter()
+            .filter(|(k, _)| k == "brownout_latency_seconds{layer=monitor}")
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(histogram.len(), 4, "{log:?}");
+        assert_eq!(
+            histogram
+                .iter()
+                .filter(|v| (**v - 0.010).abs() < 0.0002)
+                .count(),
+            3
+        );
+        assert_eq!(
+            histogram
+                .iter()
+                .filter(|v| (**v - 0.030).abs() < 0.0005)
+                .count(),
+            1
+        );
+        let p99 = log
+            .iter()
+            .find(|(k, _)| k == "brownout_latency_quantile_seconds{layer=monitor,quantile=0.99}")
+            .map(|(_, v)| *v)
+            .unwrap();
+        assert!((p99 - 0.030).abs() < 0.0005, "{p99}");
+        assert!(log.contains(&(
+            "brownout_latency_sample_every{layer=monitor}".to_string(),
+            1.0
+        )));
+        assert_eq!(
+            brownout_monitor::LATENCY_QUANTILE_SECONDS,
+            "brownout_latency_quantile_seconds"
         );
     }
 
