@@ -1,8 +1,8 @@
 //! The builder of [`PriorityAdmissionLayer`](crate::PriorityAdmissionLayer).
 
+use brownout_core::sync::Arc;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use brownout_core::config::{ConfigError, check};
@@ -391,7 +391,7 @@ impl<C, D, F, Key: Hash + Eq + Clone> PriorityAdmissionBuilder<C, D, KeyedBy<F, 
         let limiter = KeyedRate::new(keyed_rate, &self.policy.rate, self.key_idle_sweep);
         let keyed = KeyedBy {
             extract: self.keyed.extract,
-            limiter: Some(Arc::new(limiter)),
+            limiter: Some(std::sync::Arc::new(limiter)),
             _key: PhantomData,
         };
         Ok(PriorityAdmissionLayer::from_parts(

@@ -1,13 +1,13 @@
 //! The response future of [`PriorityAdmission`](crate::PriorityAdmission).
 
+use brownout_core::sync::Arc;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
-use brownout_core::{BoxError, LoadLevel, Priority, Rejected};
+use brownout_core::{BoxError, LoadLevel, Priority, RejectReason, Rejected};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -42,6 +42,32 @@ impl Waiter {
             level,
             active: true,
         }
+    }
+}
+
+impl Waiter {
+    /// The waiter's fate, or `Pending(expiry)` (its waker is stored for the hand-off).
+    #[inline]
+    pub(crate) fn poll_grant(&self, waker: &Waker) -> WaitPoll {
+        if self.slot.state.load(Ordering::Acquire) == GRANTED {
+            WaitPoll::Granted
+        } else {
+            self.shared
+                .poll_waiter(self.class, self.id, &self.slot, waker)
+        }
+    }
+
+    /// The waiter was granted a permit: it is now the caller's.
+    pub(crate) fn take_permit(&mut self) -> Permit {
+        self.active = false;
+        Permit::new(Arc::clone(&self.shared), self.class)
+    }
+
+    /// The waiter was refused (already counted when decided): its rejection.
+    pub(crate) fn take_rejection(&mut self, reason: RejectReason) -> Rejected {
+        self.active = false;
+        self.shared
+            .rejection_counted(reason, self.level, self.class)
     }
 }
 
@@ -171,17 +197,9 @@ where
                     svc,
                     req,
                 } => {
-                    let poll = if waiter.slot.state.load(Ordering::Acquire) == GRANTED {
-                        WaitPoll::Granted
-                    } else {
-                        waiter
-                            .shared
-                            .poll_waiter(waiter.class, waiter.id, &waiter.slot, cx.waker())
-                    };
-                    match poll {
+                    match waiter.poll_grant(cx.waker()) {
                         WaitPoll::Granted => {
-                            waiter.active = false;
-                            let permit = Permit::new(Arc::clone(&waiter.shared), waiter.class);
+                            let permit = waiter.take_permit();
                             let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(
@@ -192,11 +210,7 @@ where
                             this.state.set(State::Running { fut, permit });
                         }
                         WaitPoll::Rejected(reason) => {
-                            waiter.active = false;
-                            let rejected =
-                                waiter
-                                    .shared
-                                    .rejection_counted(reason, waiter.level, waiter.class);
+                            let rejected = waiter.take_rejection(reason);
                             this.state.set(State::Done);
                             return Poll::Ready(Err(rejected.into()));
                         }

@@ -1,6 +1,6 @@
 //! [`AdmissionHandle`]: observe and close the shared admission state.
 
-use std::sync::Arc;
+use brownout_core::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

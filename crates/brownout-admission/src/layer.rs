@@ -1,7 +1,7 @@
 //! [`PriorityAdmissionLayer`]: wraps services in [`PriorityAdmission`].
 
+use brownout_core::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 
 use brownout_core::FromExtensions;
 use tower_layer::Layer;

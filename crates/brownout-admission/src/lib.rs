@@ -113,11 +113,14 @@ pub mod future;
 mod handle;
 mod layer;
 mod limit;
+#[cfg(brownout_loom)]
+#[doc(hidden)]
+pub mod model;
 mod rate;
 mod shared;
 
+use brownout_core::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub use brownout_core::{BoxError, Priority, QueueProbe, Rejected};
@@ -215,10 +218,7 @@ where
             let r = shared.reject_with(RejectReason::RateLimited, level, class, retry);
             return ResponseFuture::rejected(r);
         }
-        if shared.try_admit_fast(class) {
-            return self.admitted(class, level, req);
-        }
-        match shared.admit_slow(class, level, deadline) {
+        match shared.admit(class, level, deadline) {
             Slow::Admitted => self.admitted(class, level, req),
             Slow::Rejected(reason) => {
                 ResponseFuture::rejected(shared.rejection(reason, level, class))

@@ -13,8 +13,12 @@
 //!   `queued` and *then* tries to take a permit. One of them sees the other.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+// Statistics nothing decides on stay std atomics; the state admit / release / cancel
+// decide on goes through the loom shim (`scripts/loom.sh`).
+use std::sync::atomic::AtomicU64;
+
+use brownout_core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, seq_cst_pair};
+use brownout_core::sync::{Arc, Mutex, lock};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -185,10 +189,6 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     pub(crate) fn new(
         initial_limit: usize,
@@ -252,6 +252,12 @@ impl Shared {
 
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The queue's own length, under its lock (the model tests compare it with `queued`).
+    #[cfg(brownout_loom)]
+    pub(crate) fn queue_len(&self) -> usize {
+        lock(&self.queue).len
     }
 
     pub(crate) fn queued_of(&self, class: Priority) -> usize {
@@ -381,6 +387,7 @@ impl Shared {
     pub(crate) fn release(&self, class: Priority) {
         self.class_in_flight[class.index()].fetch_sub(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        seq_cst_pair();
         if self.queued.load(Ordering::SeqCst) != 0 {
             let mut q = lock(&self.queue);
             self.dispatch(&mut q, Instant::now());
@@ -407,6 +414,7 @@ impl Shared {
         if new != old {
             tracing::trace!(limit = new, previous = old, "admission: limit changed");
         }
+        seq_cst_pair();
         if new > old && self.queued.load(Ordering::SeqCst) != 0 {
             let mut q = lock(&self.queue);
             self.dispatch(&mut q, Instant::now());
@@ -534,6 +542,20 @@ impl Shared {
         }
     }
 
+    /// Takes a permit (lock-free when one is free and nobody waits), or queues / refuses.
+    #[inline]
+    pub(crate) fn admit(
+        &self,
+        class: Priority,
+        level: LoadLevel,
+        deadline: Option<Instant>,
+    ) -> Slow {
+        if self.try_admit_fast(class) {
+            return Slow::Admitted;
+        }
+        self.admit_slow(class, level, deadline)
+    }
+
     /// The locked admit path: serve waiters first, then admit, queue (maybe evicting a
     /// lower class) or refuse.
     pub(crate) fn admit_slow(
@@ -590,6 +612,7 @@ impl Shared {
         q.len += 1;
         self.class_queued[c].fetch_add(1, Ordering::Relaxed);
         self.queued.fetch_add(1, Ordering::SeqCst);
+        seq_cst_pair();
         self.totals.queued.fetch_add(1, Ordering::Relaxed);
         if let Some(probe) = &self.probe {
             probe.enqueued();

@@ -32,6 +32,7 @@ mod priority;
 mod probe;
 mod rejected;
 mod signal;
+pub mod sync;
 mod table;
 pub mod telemetry;
 

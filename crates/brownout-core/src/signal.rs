@@ -1,8 +1,9 @@
 //! The shared load level: one publisher, many cheap readers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -208,12 +209,9 @@ impl LoadPublisher {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> MutexGuard<'_, ()> {
         // The guarded data is `()`: a poisoned lock protects nothing broken.
-        self.inner
-            .write
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.write)
     }
 
     fn set_effective(&self, level: LoadLevel) {
