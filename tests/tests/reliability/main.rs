@@ -2,3 +2,6 @@
 
 mod admission;
 mod support;
+mod dependencies;
+mod config;
+mod timeouts;

@@ -256,8 +256,14 @@ impl Wake for CountingWaker {
 }
 
 /// A FIFO log shared between a test and the services it drives.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Log<T>(Arc<Mutex<VecDeque<T>>>);
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Log(Arc::default())
+    }
+}
 
 impl<T: Clone> Log<T> {
     pub(crate) fn push(&self, item: T) {
