@@ -318,6 +318,85 @@ impl Health {
     }
 }
 
+/// Wakes when an input of the [`Health`] verdict changes: the load level or the shutdown
+/// phase. Made by [`Health::watch`]; component checks and breakers are not watched (poll
+/// them on a timer).
+pub struct HealthWatch {
+    level: Option<tokio::sync::watch::Receiver<LoadLevel>>,
+    phase: Option<tokio::sync::watch::Receiver<brownout_shutdown::Phase>>,
+}
+
+impl fmt::Debug for HealthWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthWatch")
+            .field("level", &self.level.is_some())
+            .field("phase", &self.phase.is_some())
+            .finish()
+    }
+}
+
+impl HealthWatch {
+    /// Waits until the level or the shutdown phase changes after the previous call (or
+    /// after [`Health::watch`]). Never returns when neither can change any more (no level
+    /// source, its publisher dropped, no shutdown): it does not spin.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a change that happens while no call is waiting is seen by the next one.
+    pub async fn changed(&mut self) {
+        loop {
+            let level = async {
+                match &mut self.level {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let phase = async {
+                match &mut self.phase {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let (level_alive, phase_alive) = tokio::select! {
+                alive = level => (alive, true),
+                alive = phase => (true, alive),
+            };
+            if !level_alive {
+                self.level = None; // the publisher is gone: the level stays as it is
+            }
+            if !phase_alive {
+                self.phase = None;
+            }
+            if level_alive && phase_alive {
+                return;
+            }
+        }
+    }
+}
+
+impl Health {
+    /// A watcher that wakes when the level or the shutdown phase changes, to push the
+    /// verdict to a prober (e.g. `grpc.health.v1` through `brownout::grpc::health`)
+    /// without polling.
+    pub fn watch(&self) -> HealthWatch {
+        let inner = &*self.inner;
+        let level = match (&inner.monitor, &inner.signal) {
+            (Some(monitor), _) => Some(monitor.signal().subscribe()),
+            (None, Some(signal)) => Some(signal.subscribe()),
+            (None, None) => None,
+        };
+        let mut level = level;
+        if let Some(rx) = &mut level {
+            rx.borrow_and_update();
+        }
+        let mut phase = inner.shutdown.as_ref().map(Shutdown::subscribe);
+        if let Some(rx) = &mut phase {
+            rx.borrow_and_update();
+        }
+        HealthWatch { level, phase }
+    }
+}
+
 impl HealthBuilder {
     /// Reads the level from `signal` (use [`monitor`](Self::monitor) to report signals too).
     #[must_use]

@@ -1,6 +1,7 @@
 //! One builder that creates a monitor and wires its load signal into every layer.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -21,11 +22,19 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::Optional;
+#[cfg(feature = "grpc")]
+use crate::grpc::{GrpcAnswer, GrpcOutcome};
 use crate::health::{Health, HealthBuilder};
 use crate::http::{
-    DeadlineLayer, DeadlineService, DegradationLayer, DegradationService, FeatureToggles,
-    HttpClassifier, RejectionResponse, RejectionResponseLayer,
+    Answering, AnsweringLayer, DeadlineLayer, DeadlineService, DegradationLayer,
+    DegradationService, FeatureToggles, HttpAnswer, HttpClassifier,
 };
+
+/// The http stack's default classifier: the class from header `name`, then RFC 9218
+/// `priority`, else Medium.
+fn http_classifier(name: &str) -> HttpClassifier {
+    HttpClassifier::new().header(name).rfc9218()
+}
 
 /// The whole server-side stack, configured in one place.
 ///
@@ -71,8 +80,12 @@ use crate::http::{
 /// assert_eq!(svc.ready().await?.call(high).await?.status(), 200);
 /// # Ok(()) }
 /// ```
-pub struct Brownout {
-    layer: BrownoutLayer,
+///
+/// The type parameters name the protocol: `A` answers rejections (http status codes, or
+/// gRPC statuses for [`Brownout::grpc_builder`]), `O` tells the monitor which responses are
+/// failures.
+pub struct Brownout<A = HttpAnswer, O = HttpOutcome> {
+    layer: BrownoutLayer<A, O>,
     admission: Option<AdmissionHandle>,
     shutdown: Option<Shutdown>,
 }
@@ -84,9 +97,51 @@ impl Brownout {
         BrownoutBuilder::default()
     }
 
+    /// A builder for a tonic (gRPC) server: the same layers, but the class is read from the
+    /// `x-priority` metadata (the gRPC health-checking methods are always Critical), the
+    /// monitor counts failures from `grpc-status` ([`GrpcOutcome`]), and rejections are
+    /// answered as gRPC statuses with `grpc-retry-pushback-ms` ([`GrpcAnswer`]):
+    /// `UNAVAILABLE`, `RESOURCE_EXHAUSTED` or `DEADLINE_EXCEEDED`, never `INTERNAL`.
+    /// Same as `Brownout::builder().grpc()`.
+    ///
+    /// The layer goes straight into `tonic::transport::Server::builder().layer(..)`; its
+    /// error type is `Infallible`.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use brownout::{Brownout, LoadLevel};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let brownout = Brownout::grpc_builder().build()?;
+    /// let mut svc = brownout.layer().layer(service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(()))
+    /// }));
+    ///
+    /// brownout.publisher().force(LoadLevel::Emergency);
+    /// let low = http::Request::post("/greeter.v1.Greeter/SayHello")
+    ///     .header("x-priority", "low")
+    ///     .body(())?;
+    /// let response = svc.ready().await?.call(low).await?;
+    /// assert_eq!(response.status(), 200); // gRPC errors travel in a 200
+    /// assert_eq!(response.headers()["grpc-status"], "14"); // UNAVAILABLE
+    /// assert!(response.headers().contains_key("grpc-retry-pushback-ms"));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "grpc")]
+    pub fn grpc_builder() -> BrownoutBuilder<GrpcAnswer, GrpcOutcome> {
+        BrownoutBuilder::default().grpc()
+    }
+}
+
+impl<A, O> Brownout<A, O> {
     /// The layer to put in a `ServiceBuilder`, axum `Router::layer` / `route_layer`, or a
     /// tonic server. Every service it builds shares the same monitor, limits and queues.
-    pub fn layer(&self) -> BrownoutLayer {
+    pub fn layer(&self) -> BrownoutLayer<A, O>
+    where
+        A: Clone,
+        O: Clone,
+    {
         self.layer.clone()
     }
 
@@ -126,7 +181,7 @@ impl Brownout {
     }
 }
 
-impl fmt::Debug for Brownout {
+impl<A, O> fmt::Debug for Brownout<A, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Brownout")
             .field("level", &self.signal().level())
@@ -139,17 +194,21 @@ impl fmt::Debug for Brownout {
 type AdmissionConfigurator = Box<dyn FnOnce(PriorityAdmissionBuilder) -> PriorityAdmissionBuilder>;
 
 /// Configures a [`Brownout`] stack; every layer can be configured or left out.
-pub struct BrownoutBuilder {
+pub struct BrownoutBuilder<A = HttpAnswer, O = HttpOutcome> {
     policy: Policy,
     monitor: MonitorBuilder,
+    given_monitor: Option<Monitor>,
     shed: Option<LoadShedBuilder>,
     admission: Option<AdmissionConfigurator>,
     timeout: Option<AdaptiveTimeoutBuilder>,
     shutdown: Option<Shutdown>,
-    classifier: HttpClassifier,
+    classifier: Option<HttpClassifier>,
+    priority_header: String,
+    default_classifier: fn(&str) -> HttpClassifier,
     deadline: DeadlineLayer,
     work: LevelTable<WorkMode>,
     toggles: FeatureToggles,
+    protocol: PhantomData<fn() -> (A, O)>,
 }
 
 impl Default for BrownoutBuilder {
@@ -157,32 +216,63 @@ impl Default for BrownoutBuilder {
         BrownoutBuilder {
             policy: Policy::default(),
             monitor: Monitor::builder(),
+            given_monitor: None,
             shed: Some(LoadShedConfig::builder()),
             admission: Some(Box::new(|a| a)),
             timeout: Some(AdaptiveTimeoutConfig::builder()),
             shutdown: None,
-            classifier: HttpClassifier::default(),
+            classifier: None,
+            priority_header: brownout_core::headers::PRIORITY.as_str().to_owned(),
+            default_classifier: http_classifier,
             deadline: DeadlineLayer::grpc_timeout(),
             work: LevelTable::default_work(),
             toggles: FeatureToggles::default(),
+            protocol: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for BrownoutBuilder {
+impl BrownoutBuilder {
+    /// Turns this into the builder of a tonic (gRPC) stack; see [`Brownout::grpc_builder`].
+    /// Settings made before are kept.
+    #[cfg(feature = "grpc")]
+    #[must_use]
+    pub fn grpc(self) -> BrownoutBuilder<GrpcAnswer, GrpcOutcome> {
+        BrownoutBuilder {
+            policy: self.policy,
+            monitor: self.monitor,
+            given_monitor: self.given_monitor,
+            shed: self.shed,
+            admission: self.admission,
+            timeout: self.timeout,
+            shutdown: self.shutdown,
+            classifier: self.classifier,
+            priority_header: self.priority_header,
+            default_classifier: crate::grpc::classifier,
+            deadline: self.deadline,
+            work: self.work,
+            toggles: self.toggles,
+            protocol: PhantomData,
+        }
+    }
+}
+
+impl<A, O> fmt::Debug for BrownoutBuilder<A, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrownoutBuilder")
             .field("policy", &self.policy)
+            .field("given_monitor", &self.given_monitor.is_some())
             .field("shed", &self.shed.is_some())
             .field("admission", &self.admission.is_some())
             .field("timeout", &self.timeout.is_some())
             .field("shutdown", &self.shutdown.is_some())
             .field("classifier", &self.classifier)
+            .field("priority_header", &self.priority_header)
             .finish_non_exhaustive()
     }
 }
 
-impl BrownoutBuilder {
+impl<A, O> BrownoutBuilder<A, O> {
     /// The per-level policy every layer follows (shed sets, rate and queue scales, timeout
     /// scales, handler work). Layer-specific settings given later still win.
     #[must_use]
@@ -193,9 +283,19 @@ impl BrownoutBuilder {
     }
 
     /// Configures the monitor (interval, thresholds, latency objective, pressure sources).
+    /// Ignored when a monitor is given with [`with_monitor`](Self::with_monitor).
     #[must_use]
     pub fn monitor(mut self, configure: impl FnOnce(MonitorBuilder) -> MonitorBuilder) -> Self {
         self.monitor = configure(self.monitor);
+        self
+    }
+
+    /// Uses a monitor built beforehand instead of building one, e.g. to hand its signal to
+    /// a [`Shutdown`] (`ShutdownBuilder::load_signal`) that the stack then guards. The
+    /// admission layer feeds that monitor's own [`queue_probe`](Monitor::queue_probe).
+    #[must_use]
+    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
+        self.given_monitor = Some(monitor);
         self
     }
 
@@ -261,10 +361,28 @@ impl BrownoutBuilder {
         self
     }
 
-    /// How requests are classified (default: `x-priority`, then RFC 9218 `priority`).
+    /// How requests are classified. The default reads [`priority_header`]
+    /// (`x-priority` unless changed): for http then the RFC 9218 `priority` header; for
+    /// gRPC after making the health-checking methods
+    /// ([`grpc::HEALTH_PATHS`](crate::grpc::HEALTH_PATHS)) Critical. Anything else is Medium.
+    ///
+    /// [`priority_header`]: Self::priority_header
     #[must_use]
     pub fn classifier(mut self, classifier: HttpClassifier) -> Self {
-        self.classifier = classifier;
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// The header (gRPC: metadata key) the default classifier reads the class from
+    /// (`critical|high|medium|low|background|0-4`); default `x-priority`. Ignored when a
+    /// [`classifier`](Self::classifier) is given.
+    ///
+    /// # Panics
+    ///
+    /// At [`build`](Self::build), when `name` is not a valid header name.
+    #[must_use]
+    pub fn priority_header(mut self, name: impl Into<String>) -> Self {
+        self.priority_header = name.into();
         self
     }
 
@@ -288,14 +406,27 @@ impl BrownoutBuilder {
     /// # Errors
     ///
     /// The first invalid setting, naming its layer and field (e.g. `admission.queue_capacity`).
-    pub fn build(self) -> Result<Brownout, ConfigError> {
+    pub fn build(self) -> Result<Brownout<A, O>, ConfigError>
+    where
+        A: Default,
+        O: Default + Clone,
+    {
         self.policy.validate().map_err(|e| e.within("policy"))?;
-        let mut monitor = self.monitor;
-        let probe = brownout_core::QueueProbe::new();
-        if self.admission.is_some() {
-            monitor = monitor.queue_probe(probe.clone());
-        }
-        let monitor = monitor.build().map_err(|e| e.within("monitor"))?;
+        let (monitor, probe) = match self.given_monitor {
+            Some(monitor) => {
+                let probe = monitor.queue_probe();
+                (monitor, probe)
+            }
+            None => {
+                let mut monitor = self.monitor;
+                let probe = brownout_core::QueueProbe::new();
+                if self.admission.is_some() {
+                    monitor = monitor.queue_probe(probe.clone());
+                }
+                let monitor = monitor.build().map_err(|e| e.within("monitor"))?;
+                (monitor, probe)
+            }
+        };
         let signal = monitor.signal();
 
         let shed = match self.shed {
@@ -338,14 +469,25 @@ impl BrownoutBuilder {
             let handle = handle.clone();
             shutdown.on_trigger(move || handle.close());
         }
+        if self.priority_header.is_empty()
+            || http::HeaderName::try_from(self.priority_header.as_str()).is_err()
+        {
+            return Err(ConfigError::new(
+                "priority_header",
+                "must be a valid header name",
+            ));
+        }
+        let classifier = self
+            .classifier
+            .unwrap_or_else(|| (self.default_classifier)(&self.priority_header));
         let layer = BrownoutLayer {
-            response: RejectionResponseLayer::new().with_level_header(signal.clone()),
+            response: AnsweringLayer::<A>::new().with_level_header(signal.clone()),
             guard: self.shutdown.as_ref().map(Shutdown::layer),
-            classify: ClassifyLayer::new(self.classifier),
+            classify: ClassifyLayer::new(classifier),
             deadline: self.deadline,
             shed,
             admission,
-            measure: monitor.layer().with_classifier(HttpOutcome),
+            measure: monitor.layer().with_classifier(O::default()),
             timeout,
             degradation,
             monitor: Arc::new(monitor),
@@ -360,20 +502,20 @@ impl BrownoutBuilder {
 
 /// The layer of a [`Brownout`] stack (see there for the order of its parts).
 #[derive(Clone)]
-pub struct BrownoutLayer {
-    response: RejectionResponseLayer,
+pub struct BrownoutLayer<A = HttpAnswer, O = HttpOutcome> {
+    response: AnsweringLayer<A>,
     guard: Option<ShutdownGuardLayer>,
     classify: ClassifyLayer<HttpClassifier>,
     deadline: DeadlineLayer,
     shed: Option<LoadShedLayer>,
     admission: Option<PriorityAdmissionLayer>,
-    measure: MonitorLayer<HttpOutcome>,
+    measure: MonitorLayer<O>,
     timeout: Option<AdaptiveTimeoutLayer>,
     degradation: DegradationLayer,
     monitor: Arc<Monitor>,
 }
 
-impl fmt::Debug for BrownoutLayer {
+impl<A, O> fmt::Debug for BrownoutLayer<A, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrownoutLayer")
             .field("shutdown_guard", &self.guard.is_some())
@@ -392,14 +534,15 @@ fn optional<L: Layer<S>, S>(layer: &Option<L>, inner: S) -> Optional<L::Service,
 }
 
 type Timed<S> = Optional<AdaptiveTimeout<DegradationService<S>>, DegradationService<S>>;
-type Measured<S> = MonitorService<Timed<S>, HttpOutcome>;
-type Admitted<S> = Optional<PriorityAdmission<Measured<S>>, Measured<S>>;
-type Shed<S> = Optional<LoadShed<Admitted<S>>, Admitted<S>>;
-type Classified<S> = ClassifyService<DeadlineService<Shed<S>>, HttpClassifier>;
-type Guarded<S> = Optional<ShutdownGuard<Classified<S>>, Classified<S>>;
+type Measured<S, O> = MonitorService<Timed<S>, O>;
+type Admitted<S, O> = Optional<PriorityAdmission<Measured<S, O>>, Measured<S, O>>;
+type Shed<S, O> = Optional<LoadShed<Admitted<S, O>>, Admitted<S, O>>;
+type Classified<S, O> = ClassifyService<DeadlineService<Shed<S, O>>, HttpClassifier>;
+type Guarded<S, O> = Optional<ShutdownGuard<Classified<S, O>>, Classified<S, O>>;
+type Answered<S, A, O> = Answering<Guarded<S, O>, A>;
 
-impl<S> Layer<S> for BrownoutLayer {
-    type Service = BrownoutService<S>;
+impl<S, A: Clone, O: Clone> Layer<S> for BrownoutLayer<A, O> {
+    type Service = BrownoutService<S, A, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let svc = self.degradation.layer(inner);
@@ -417,15 +560,15 @@ impl<S> Layer<S> for BrownoutLayer {
 }
 
 /// The service of [`BrownoutLayer`]: `Error = Infallible`, rejections answered as responses.
-pub struct BrownoutService<S> {
-    inner: RejectionResponse<Guarded<S>>,
+pub struct BrownoutService<S, A = HttpAnswer, O = HttpOutcome> {
+    inner: Answered<S, A, O>,
     /// Keeps the monitor's detector running while any service of the stack exists.
     _monitor: Arc<Monitor>,
 }
 
-impl<S> Clone for BrownoutService<S>
+impl<S, A, O> Clone for BrownoutService<S, A, O>
 where
-    RejectionResponse<Guarded<S>>: Clone,
+    Answered<S, A, O>: Clone,
 {
     fn clone(&self) -> Self {
         BrownoutService {
@@ -435,19 +578,19 @@ where
     }
 }
 
-impl<S> fmt::Debug for BrownoutService<S> {
+impl<S, A, O> fmt::Debug for BrownoutService<S, A, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrownoutService").finish_non_exhaustive()
     }
 }
 
-impl<S, Req> Service<Req> for BrownoutService<S>
+impl<S, A, O, Req> Service<Req> for BrownoutService<S, A, O>
 where
-    RejectionResponse<Guarded<S>>: Service<Req>,
+    Answered<S, A, O>: Service<Req>,
 {
-    type Response = <RejectionResponse<Guarded<S>> as Service<Req>>::Response;
-    type Error = <RejectionResponse<Guarded<S>> as Service<Req>>::Error;
-    type Future = <RejectionResponse<Guarded<S>> as Service<Req>>::Future;
+    type Response = <Answered<S, A, O> as Service<Req>>::Response;
+    type Error = <Answered<S, A, O> as Service<Req>>::Error;
+    type Future = <Answered<S, A, O> as Service<Req>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -1,14 +1,21 @@
 //! A tonic gRPC greeter behind the brownout stack.
 //!
-//! [`serve`] runs the `greeter.v1.Greeter` service on a listener with, outermost first:
+//! [`serve`] runs the `greeter.v1.Greeter` service and the standard `grpc.health.v1.Health`
+//! service on a listener behind `Brownout::grpc_builder()`'s layer, outermost first:
 //!
 //! ```text
 //! GrpcRejection ─► ShutdownGuard ─► Classify (x-priority metadata) ─► Deadline (grpc-timeout)
-//!     ─► LoadShed ─► PriorityAdmission ─► Monitor (measures) ─► Greeter
+//!     ─► LoadShed ─► PriorityAdmission ─► Monitor (measures) ─► AdaptiveTimeout
+//!     ─► Degradation ─► Greeter / Health
 //! ```
 //!
-//! - The class comes from the `x-priority` metadata (`HttpClassifier`: gRPC metadata are
-//!   HTTP/2 headers); the health-check method is always Critical.
+//! ```text
+//! let brownout = Brownout::grpc_builder().with_monitor(monitor).shutdown(&shutdown).build()?;
+//! Server::builder().layer(brownout.layer()).add_service(GreeterServer::new(greeter))
+//! ```
+//!
+//! - The class comes from the `x-priority` metadata (gRPC metadata are HTTP/2 headers); the
+//!   health-check methods are always Critical.
 //! - The caller's `grpc-timeout` becomes a `Deadline` the admission queue honours.
 //! - Shed, queued-too-long, rate-limited and shutting-down calls are answered by
 //!   `GrpcRejectionLayer` with `UNAVAILABLE` / `RESOURCE_EXHAUSTED` /
@@ -19,6 +26,9 @@
 //! - At the shutdown trigger the guard refuses new calls, the admission queue is closed and
 //!   tonic stops accepting connections; [`serve`] returns the shutdown report once in-flight
 //!   calls are drained.
+//! - `grpc.health.v1.Health` (tonic-health) answers from brownout's `Health` through
+//!   `brownout::grpc::health::GrpcHealth`: `SERVING` while healthy or degraded,
+//!   `NOT_SERVING` at Emergency or once shutdown triggers.
 //!
 //! `src/main.rs` is the server binary, `src/bin/client.rs` a client; see the README.
 
@@ -26,14 +36,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use brownout::admission::{Limit, PriorityAdmissionLayer, RateLimit};
-use brownout::grpc::{GrpcOutcome, GrpcRejectionLayer};
-use brownout::http::{DeadlineLayer, HttpClassifier};
+use brownout::admission::{Limit, RateLimit};
+use brownout::grpc::health::GrpcHealth;
+use brownout::http::DeadlineLayer;
 use brownout::monitor::Monitor;
-use brownout::shed::LoadShedLayer;
 use brownout::shutdown::{Shutdown, ShutdownReport};
-use brownout::{BoxError, ClassifyLayer, Deadline, LoadSignal, Priority};
+use brownout::{BoxError, Brownout, Deadline, LoadSignal, Priority};
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -49,7 +59,7 @@ use proto::greeter_server::{Greeter, GreeterServer};
 use proto::{HelloReply, HelloRequest};
 
 /// The gRPC path of the standard health check, always served as Critical.
-pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+pub const HEALTH_CHECK_PATH: &str = brownout::grpc::HEALTH_PATHS[0];
 
 /// How the server is protected; every field has a default but the monitor, which the
 /// caller creates so it can keep the monitor's publisher (operator overrides, tests).
@@ -202,41 +212,46 @@ pub async fn serve(
     } = config;
     let signal = monitor.signal();
 
-    let mut admission = PriorityAdmissionLayer::builder()
-        .limit(Limit::fixed(limit))
-        .queue_capacity(queue_capacity)
-        .signal(signal.clone())
-        .probe(monitor.queue_probe());
-    if let Some(rate) = rate {
-        admission = admission.rate_limit(rate);
-    }
-    let admission = admission.build()?;
-    // At the trigger, calls waiting for a slot are refused at once instead of being served
-    // late or aborted at the drain deadline.
-    let queue = admission.handle();
-    shutdown.on_trigger(move || queue.close());
+    // One builder wires the monitor's signal into every layer, answers rejections as gRPC
+    // statuses with pushback, reads the class from `x-priority` metadata (health checks are
+    // Critical) and the deadline from `grpc-timeout`. At the shutdown trigger, calls waiting
+    // for a slot are refused at once instead of being served late.
+    let brownout = Brownout::grpc_builder()
+        .with_monitor(monitor)
+        .shutdown(&shutdown)
+        .deadline(DeadlineLayer::grpc_timeout().max(max_timeout))
+        .admission(move |admission| {
+            let admission = admission
+                .limit(Limit::fixed(limit))
+                .queue_capacity(queue_capacity);
+            match rate {
+                Some(rate) => admission.rate_limit(rate),
+                None => admission,
+            }
+        })
+        .build()?;
 
-    let classifier = HttpClassifier::new()
-        .route(HEALTH_CHECK_PATH, Priority::Critical)
-        .header("x-priority");
-    let greeter = GreeterService::new(signal.clone(), work);
+    // grpc.health.v1 from the same verdict as an http health endpoint.
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    let health = GrpcHealth::new(brownout.health().build()?, reporter)
+        .service(<GreeterServer<GreeterService> as NamedService>::NAME)
+        .interval(Duration::from_secs(1));
+    let health_task = tokio::spawn(health.run());
 
-    Server::builder()
-        .layer(GrpcRejectionLayer::new().with_level_header(signal.clone()))
-        .layer(shutdown.layer())
-        .layer(ClassifyLayer::new(classifier))
-        .layer(DeadlineLayer::grpc_timeout().max(max_timeout))
-        .layer(LoadShedLayer::default().with_signal(signal))
-        .layer(admission)
-        .layer(monitor.layer().with_classifier(GrpcOutcome))
+    let greeter = GreeterService::new(signal, work);
+    let served = Server::builder()
+        .layer(brownout.layer())
+        .add_service(health_server)
         .add_service(GreeterServer::new(greeter))
         // `refusing` resolves at the trigger plus the shutdown's readiness delay (none by
         // default): the listener stays open while balancers move away, then tonic stops
         // accepting and sends GOAWAY.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.refusing())
-        .await?;
+        .await;
+    health_task.abort();
+    served?;
     let report = shutdown.wait().await;
-    drop(monitor);
+    drop(brownout);
     Ok(report)
 }
 

@@ -244,3 +244,81 @@ async fn grpc_timeout_becomes_the_handlers_deadline() {
         .unwrap()
         .unwrap();
 }
+
+// grpc.health.v1 follows brownout's health: SERVING while healthy or degraded (High),
+// NOT_SERVING at Emergency, for the server ("") and the greeter service alike; the health
+// check itself is Critical, so it is answered while everything else is shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_the_load_level() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let server = start(|config| config).await;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5));
+    let channel = bounded("connect", endpoint.connect()).await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut client = bounded("connect", connect(server.addr)).await.unwrap();
+
+    async fn status(
+        health: &mut HealthClient<tonic::transport::Channel>,
+        service: &str,
+    ) -> ServingStatus {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        bounded("health check", health.check(request))
+            .await
+            .expect("the health check is answered")
+            .into_inner()
+            .status()
+    }
+    /// Polls until the reporter has caught up with a level change (bounded).
+    async fn until(
+        health: &mut HealthClient<tonic::transport::Channel>,
+        service: &str,
+        want: ServingStatus,
+    ) {
+        for _ in 0..200 {
+            if status(health, service).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{service:?} never became {want:?}");
+    }
+
+    assert_eq!(status(&mut health, "").await, ServingStatus::Serving);
+    assert_eq!(
+        status(&mut health, "greeter.v1.Greeter").await,
+        ServingStatus::Serving
+    );
+
+    server.publisher.force(LoadLevel::High);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(status(&mut health, "").await, ServingStatus::Serving);
+
+    server.publisher.force(LoadLevel::Emergency);
+    until(&mut health, "", ServingStatus::NotServing).await;
+    until(&mut health, "greeter.v1.Greeter", ServingStatus::NotServing).await;
+    // At Emergency a Low call is shed with UNAVAILABLE and pushback, while health answers.
+    let status_low = bounded(
+        "low call",
+        client.say_hello(hello("low", Priority::Low, None)),
+    )
+    .await
+    .expect_err("Low is shed at Emergency");
+    assert_eq!(status_low.code(), Code::Unavailable, "{status_low:?}");
+    assert!(metadata(&status_low, "grpc-retry-pushback-ms").is_some());
+
+    server.publisher.release();
+    until(&mut health, "", ServingStatus::Serving).await;
+
+    server.shutdown.trigger();
+    bounded("server exit", server.server)
+        .await
+        .unwrap()
+        .unwrap();
+}

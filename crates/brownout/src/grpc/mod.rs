@@ -80,6 +80,8 @@
 //! assert_eq!(response.headers()["grpc-retry-pushback-ms"], "200");
 //! ```
 
+#[cfg(feature = "grpc-health")]
+pub mod health;
 mod layer;
 #[cfg(feature = "monitor")]
 mod outcome;
@@ -92,6 +94,26 @@ pub use status::{
     GRPC_MESSAGE_HEADER, GRPC_STATUS_HEADER, GrpcCode, MAX_PUSHBACK_MS, RETRY_PUSHBACK_HEADER,
     code_for, error_response, panic_response, pushback_ms, rejection_response,
 };
+
+/// The gRPC health-checking methods (`grpc.health.v1.Health/Check` and `/Watch`), which
+/// the gRPC stack's default classifier always serves as Critical, so probes get through
+/// while the server sheds.
+pub const HEALTH_PATHS: [&str; 2] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+
+/// The gRPC stack's default classifier: the health-checking methods are Critical, then the
+/// class from metadata key `key`, else Medium.
+#[cfg(feature = "stack")]
+pub(crate) fn classifier(key: &str) -> crate::http::HttpClassifier {
+    HEALTH_PATHS
+        .into_iter()
+        .fold(crate::http::HttpClassifier::new(), |c, path| {
+            c.route(path, brownout_core::Priority::Critical)
+        })
+        .header(key)
+}
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,527 @@
+//! The whole brownout stack against tower's four-layer stack, in the same criterion groups.
+//!
+//! - `stack_admit`: one request through the seven brownout layers in DESIGN.md order
+//!   (ShutdownGuard ─► Monitor ─► LoadShed ─► PriorityAdmission ─► AdaptiveTimeout ─►
+//!   CircuitBreak ─► Retry ─► a ready inner service) vs tower's LoadShed ─► ConcurrencyLimit
+//!   ─► Timeout ─► Retry (trivial policy) over the same inner service, plus the bare service.
+//! - `stack_reject`: a Low request at Emergency (shed by LoadShed after the guard and the
+//!   monitor) vs tower's LoadShed over a ConcurrencyLimit whose only permit is taken.
+//! - `stack_per_layer`: the brownout stack grown one layer at a time, to see which dominates.
+//! - `facade_http`: `Brownout::builder()`'s http stack (classification from `x-priority`,
+//!   deadline, shed, admission, monitor, timeout, degradation, rejection responses) vs the
+//!   tower equivalent with errors mapped to 503 responses (what tower-http users write).
+//! - `stack_threads_N`: N tasks on an N-worker multi-thread runtime, all calling clones of
+//!   one shared stack; the time is per request over all tasks (throughput, not latency).
+//!
+//! Allocations per request are counted with a counting global allocator and printed to
+//! stderr before the groups run.
+//!
+//! ```sh
+//! cargo bench -p brownout --bench stack -- --warm-up-time 1 --measurement-time 3
+//! ```
+#![allow(missing_docs)]
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use brownout::admission::{Limit, NoDeadline, PriorityAdmissionLayer};
+use brownout::monitor::Monitor;
+use brownout::shed::LoadShedLayer;
+use brownout::shutdown::Shutdown;
+use brownout::timeout::{AdaptiveTimeoutConfig, AdaptiveTimeoutLayer};
+use brownout::{BoxError, Brownout, LoadLevel, Priority};
+use brownout_breaker::{CircuitBreakConfig, CircuitBreakLayer};
+use brownout_retry::{RetryConfig, RetryLayer};
+use criterion::{
+    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
+};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::retry::Policy;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Always ready, answers at once.
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = Ready<Result<u64, BoxError>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+/// An always-ready http handler.
+#[derive(Clone, Copy)]
+struct Hello;
+
+impl Service<http::Request<()>> for Hello {
+    type Response = http::Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<http::Response<String>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        ready(Ok(http::Response::new(String::new())))
+    }
+}
+
+/// tower's `Retry` with a policy that clones requests and retries only errors.
+#[derive(Clone, Copy)]
+struct Trivial;
+
+impl Policy<u64, u64, BoxError> for Trivial {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, BoxError>) -> Option<Ready<()>> {
+        result.is_err().then(|| ready(()))
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+/// Request 1 is High, request 3 is Low (the class is read from the request itself).
+fn class(req: &u64) -> Priority {
+    if *req == 3 {
+        Priority::Low
+    } else {
+        Priority::High
+    }
+}
+
+/// One request: poll_ready, call, poll the future once (every inner service is ready).
+#[inline]
+fn once<S: Service<R>, R>(svc: &mut S, cx: &mut Context<'_>, req: R) -> bool {
+    if !matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))) {
+        // tower's LoadShed is ready even when its inner is not; others never get here.
+        return false;
+    }
+    let fut = pin!(svc.call(req));
+    matches!(fut.poll(cx), Poll::Ready(Ok(_)))
+}
+
+/// Everything the brownout stack's layers share (keeps the monitor's task alive).
+struct Parts {
+    monitor: Monitor,
+    shutdown: Shutdown,
+}
+
+fn parts() -> Parts {
+    let monitor = Monitor::builder()
+        .manual_ticks()
+        .build()
+        .expect("valid monitor");
+    let shutdown = Shutdown::new();
+    Parts { monitor, shutdown }
+}
+
+/// The seven brownout layers over `inner`, in DESIGN.md order.
+macro_rules! brownout_stack {
+    ($parts:expr, $inner:expr) => {{
+        let p: &Parts = $parts;
+        let signal = p.monitor.signal();
+        ServiceBuilder::new()
+            .layer(p.shutdown.layer())
+            .layer(p.monitor.layer())
+            .layer(
+                LoadShedLayer::default()
+                    .with_signal(signal.clone())
+                    .classifier(class),
+            )
+            .layer(
+                PriorityAdmissionLayer::builder()
+                    .limit(Limit::fixed(1 << 20))
+                    .signal(signal.clone())
+                    .classifier(class)
+                    .deadline(NoDeadline)
+                    .build()
+                    .expect("valid admission"),
+            )
+            .layer(
+                AdaptiveTimeoutLayer::new(
+                    AdaptiveTimeoutConfig::builder()
+                        .initial(Duration::from_secs(1))
+                        .build()
+                        .expect("valid timeout"),
+                )
+                .with_signal(signal.clone())
+                .without_caller_deadline(),
+            )
+            .layer(
+                CircuitBreakLayer::new(CircuitBreakConfig::default()).with_signal(signal.clone()),
+            )
+            .layer(RetryLayer::new(
+                RetryConfig::builder()
+                    .signal(signal)
+                    .seed(1)
+                    .build()
+                    .expect("valid retry"),
+            ))
+            .service($inner)
+    }};
+}
+
+fn tower_stack()
+-> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static {
+    ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1 << 20)
+        .timeout(Duration::from_secs(1))
+        .layer(tower::retry::RetryLayer::new(Trivial))
+        .service(Echo)
+}
+
+fn allocations_per_request<S: Service<R>, R: Clone>(name: &str, svc: &mut S, req: R) -> f64 {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1000 {
+        once(svc, &mut cx, req.clone());
+    }
+    const N: u64 = 10_000;
+    let region = Region::new(GLOBAL);
+    for _ in 0..N {
+        black_box(once(svc, &mut cx, req.clone()));
+    }
+    let per_request = region.change().allocations as f64 / N as f64;
+    eprintln!("allocations per request: {name}: {per_request:.2}");
+    per_request
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+fn admit_and_reject(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    // Admit: High requests at Normal.
+    let normal = parts();
+    let mut ours = brownout_stack!(&normal, Echo);
+    let mut theirs = tower_stack();
+    let mut bare = Echo;
+    assert!(once(&mut ours, &mut cx, 1), "the brownout stack admits");
+    assert!(once(&mut theirs, &mut cx, 1), "the tower stack admits");
+
+    allocations_per_request("bare service", &mut Echo, 1);
+    allocations_per_request("brownout 7-layer stack (admit)", &mut ours, 1);
+    allocations_per_request("tower 4-layer stack (admit)", &mut theirs, 1);
+
+    let mut group = c.benchmark_group("stack_admit");
+    group.bench_function("bare_service", |b| {
+        b.iter(|| once(&mut bare, &mut cx, black_box(1)))
+    });
+    group.bench_function("tower_4_layers", |b| {
+        b.iter(|| once(&mut theirs, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_7_layers", |b| {
+        b.iter(|| once(&mut ours, &mut cx, black_box(1)))
+    });
+    group.finish();
+
+    // Reject: Low requests at Emergency.
+    let emergency = parts();
+    emergency.monitor.publisher().force(LoadLevel::Emergency);
+    let mut ours = brownout_stack!(&emergency, Echo);
+    assert!(!once(&mut ours, &mut cx, 3), "Low is shed at Emergency");
+    // tower: LoadShed over a ConcurrencyLimit whose only permit a clone holds.
+    let mut holder = ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1)
+        .timeout(Duration::from_secs(1))
+        .layer(tower::retry::RetryLayer::new(Trivial))
+        .service(Echo);
+    let mut theirs = holder.clone();
+    assert!(matches!(holder.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(
+        !once(&mut theirs, &mut cx, 3),
+        "tower sheds when the limit is taken"
+    );
+
+    allocations_per_request("brownout 7-layer stack (reject)", &mut ours, 3);
+    allocations_per_request("tower 4-layer stack (reject)", &mut theirs, 3);
+
+    let mut group = c.benchmark_group("stack_reject");
+    group.bench_function("tower_4_layers_overloaded", |b| {
+        b.iter(|| once(&mut theirs, &mut cx, black_box(3)))
+    });
+    group.bench_function("brownout_7_layers_shed_low_at_emergency", |b| {
+        b.iter(|| once(&mut ours, &mut cx, black_box(3)))
+    });
+    group.finish();
+    drop(holder);
+}
+
+fn per_layer(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let p = parts();
+    let signal = p.monitor.signal();
+    let mut group = c.benchmark_group("stack_per_layer");
+
+    // Each variant is the stack from the inside out: Retry alone, then + CircuitBreak, ...
+    let retry = || {
+        RetryLayer::new(
+            RetryConfig::builder()
+                .signal(signal.clone())
+                .seed(1)
+                .build()
+                .expect("valid retry"),
+        )
+    };
+    let breaker =
+        || CircuitBreakLayer::new(CircuitBreakConfig::default()).with_signal(signal.clone());
+    let timeout = || {
+        AdaptiveTimeoutLayer::new(
+            AdaptiveTimeoutConfig::builder()
+                .initial(Duration::from_secs(1))
+                .build()
+                .expect("valid timeout"),
+        )
+        .with_signal(signal.clone())
+        .without_caller_deadline()
+    };
+    let admission = || {
+        PriorityAdmissionLayer::builder()
+            .limit(Limit::fixed(1 << 20))
+            .signal(signal.clone())
+            .classifier(class)
+            .deadline(NoDeadline)
+            .build()
+            .expect("valid admission")
+    };
+    let shed = || {
+        LoadShedLayer::default()
+            .with_signal(signal.clone())
+            .classifier(class)
+    };
+
+    let mut s1 = retry().layer(Echo);
+    bench(&mut group, "1_retry", &mut s1, &mut cx);
+    let mut s2 = breaker().layer(retry().layer(Echo));
+    bench(&mut group, "2_breaker_retry", &mut s2, &mut cx);
+    let mut s3 = timeout().layer(breaker().layer(retry().layer(Echo)));
+    bench(&mut group, "3_timeout_breaker_retry", &mut s3, &mut cx);
+    let mut s4 = admission().layer(timeout().layer(breaker().layer(retry().layer(Echo))));
+    bench(&mut group, "4_admission_..", &mut s4, &mut cx);
+    let mut s5 =
+        shed().layer(admission().layer(timeout().layer(breaker().layer(retry().layer(Echo)))));
+    bench(&mut group, "5_shed_..", &mut s5, &mut cx);
+    let mut s6 = p.monitor.layer().layer(
+        shed().layer(admission().layer(timeout().layer(breaker().layer(retry().layer(Echo))))),
+    );
+    bench(&mut group, "6_monitor_..", &mut s6, &mut cx);
+    let mut s7 = brownout_stack!(&p, Echo);
+    bench(&mut group, "7_shutdown_guard_.. (full)", &mut s7, &mut cx);
+
+    // Each layer alone over the bare service.
+    let mut alone_guard = p.shutdown.layer().layer(Echo);
+    bench(
+        &mut group,
+        "alone_shutdown_guard",
+        &mut alone_guard,
+        &mut cx,
+    );
+    let mut alone_monitor = p.monitor.layer().layer(Echo);
+    bench(&mut group, "alone_monitor", &mut alone_monitor, &mut cx);
+    let mut alone_shed = shed().layer(Echo);
+    bench(&mut group, "alone_shed", &mut alone_shed, &mut cx);
+    let mut alone_admission = admission().layer(Echo);
+    bench(&mut group, "alone_admission", &mut alone_admission, &mut cx);
+    let mut alone_timeout = timeout().layer(Echo);
+    bench(&mut group, "alone_timeout", &mut alone_timeout, &mut cx);
+    let mut alone_breaker = breaker().layer(Echo);
+    bench(&mut group, "alone_breaker", &mut alone_breaker, &mut cx);
+    group.finish();
+}
+
+fn bench<S: Service<u64>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    svc: &mut S,
+    cx: &mut Context<'_>,
+) {
+    assert!(once(svc, cx, 1), "{name} admits");
+    group.bench_function(name, |b| b.iter(|| once(svc, cx, black_box(1))));
+}
+
+fn request() -> http::Request<()> {
+    http::Request::get("/search")
+        .header("x-priority", "high")
+        .body(())
+        .expect("valid request")
+}
+
+fn facade_http(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let shutdown = Shutdown::new();
+    let brownout = Brownout::builder()
+        .monitor(|m| m.manual_ticks())
+        .admission(|a| a.limit(Limit::fixed(1 << 20)))
+        .shutdown(&shutdown)
+        .build()
+        .expect("valid stack");
+    let mut ours = brownout.layer().layer(Hello);
+    let mut theirs = ServiceBuilder::new()
+        .map_result(|result: Result<http::Response<String>, BoxError>| {
+            Ok::<_, BoxError>(result.unwrap_or_else(|_| {
+                let mut response = http::Response::new(String::from("overloaded"));
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }))
+        })
+        .load_shed()
+        .concurrency_limit(1 << 20)
+        .timeout(Duration::from_secs(1))
+        .service(Hello);
+    assert!(once(&mut ours, &mut cx, request()));
+    assert!(once(&mut theirs, &mut cx, request()));
+
+    allocations_per_request("building the request alone", &mut NoopHttp, request());
+    allocations_per_request("Brownout::builder() http stack", &mut ours, request());
+    allocations_per_request("tower http-equivalent stack", &mut theirs, request());
+
+    let mut group = c.benchmark_group("facade_http");
+    group.bench_function("request_construction_only", |b| {
+        b.iter(|| black_box(request()))
+    });
+    group.bench_function("bare_handler", |b| {
+        b.iter(|| once(&mut Hello, &mut cx, request()))
+    });
+    group.bench_function("tower_http_equivalent", |b| {
+        b.iter(|| once(&mut theirs, &mut cx, request()))
+    });
+    group.bench_function("brownout_builder_http", |b| {
+        b.iter(|| once(&mut ours, &mut cx, request()))
+    });
+    group.finish();
+
+    // The facade's reject path: a Low request at Emergency answered with a 503 response.
+    brownout.publisher().force(LoadLevel::Emergency);
+    let low = || {
+        http::Request::get("/search")
+            .header("x-priority", "low")
+            .body(())
+            .expect("valid request")
+    };
+    let mut group = c.benchmark_group("facade_http_reject");
+    group.bench_function("brownout_builder_http_503", |b| {
+        b.iter(|| once(&mut ours, &mut cx, low()))
+    });
+    group.finish();
+}
+
+/// Counts only the request's own allocations (the handler is not called).
+struct NoopHttp;
+
+impl Service<http::Request<()>> for NoopHttp {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<()>) -> Self::Future {
+        drop(black_box(req));
+        ready(Ok(()))
+    }
+}
+
+/// Throughput of `threads` tasks sharing clones of `svc` on a `threads`-worker runtime:
+/// elapsed time per request over all tasks.
+fn scaling<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, threads: usize, svc: S)
+where
+    S: Service<u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    group.bench_function(format!("{name}_{threads}_tasks"), |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(threads as u64);
+            let start_line = Arc::new(tokio::sync::Barrier::new(threads));
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let mut svc = svc.clone();
+                        let start_line = start_line.clone();
+                        tokio::spawn(async move {
+                            start_line.wait().await;
+                            let start = Instant::now();
+                            for _ in 0..per_task {
+                                if let Ok(ready) = svc.ready().await {
+                                    black_box(ready.call(black_box(1)).await.is_ok());
+                                }
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                let mut longest = Duration::ZERO;
+                for task in tasks {
+                    longest = longest.max(task.await.expect("task"));
+                }
+                // Wall time of the slowest task for per_task × threads requests, scaled to
+                // `iters` requests.
+                longest.mul_f64(iters as f64 / (per_task * threads as u64) as f64)
+            })
+        })
+    });
+}
+
+fn threads(c: &mut Criterion) {
+    let max: usize = std::env::var("BROWNOUT_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for n in [1, 2, 4, 8, 16].into_iter().filter(|n| *n <= max) {
+        let mut group = c.benchmark_group(format!("stack_threads_{n}"));
+        let rt = runtime();
+        let guard = rt.enter();
+        let p = parts();
+        let ours = brownout_stack!(&p, Echo);
+        drop(guard);
+        scaling(&mut group, "tower_4_layers", n, tower_stack());
+        scaling(&mut group, "brownout_7_layers", n, ours);
+        group.finish();
+        drop(p);
+    }
+}
+
+criterion_group!(benches, admit_and_reject, per_layer, facade_http, threads);
+criterion_main!(benches);
