@@ -138,7 +138,59 @@ fn parts() -> Parts {
     Parts { monitor, shutdown }
 }
 
-/// The seven brownout layers over `inner`, in DESIGN.md order.
+macro_rules! shed {
+    ($signal:expr) => {
+        LoadShedLayer::default()
+            .with_signal($signal.clone())
+            .classifier(class)
+    };
+}
+
+macro_rules! admission {
+    ($signal:expr) => {
+        PriorityAdmissionLayer::builder()
+            .limit(Limit::fixed(1 << 20))
+            .signal($signal.clone())
+            .classifier(class)
+            .deadline(NoDeadline)
+            .build()
+            .expect("valid admission")
+    };
+}
+
+macro_rules! timeout {
+    ($signal:expr) => {
+        AdaptiveTimeoutLayer::new(
+            AdaptiveTimeoutConfig::builder()
+                .initial(Duration::from_secs(1))
+                .build()
+                .expect("valid timeout"),
+        )
+        .with_signal($signal.clone())
+        .without_caller_deadline()
+    };
+}
+
+macro_rules! breaker {
+    ($signal:expr) => {
+        CircuitBreakLayer::new(CircuitBreakConfig::default()).with_signal($signal.clone())
+    };
+}
+
+macro_rules! retry {
+    ($signal:expr) => {
+        RetryLayer::new(
+            RetryConfig::builder()
+                .signal($signal.clone())
+                .seed(1)
+                .build()
+                .expect("valid retry"),
+        )
+    };
+}
+
+/// The seven brownout layers over `inner`, in DESIGN.md order: ShutdownGuard, Monitor,
+/// LoadShed, PriorityAdmission, AdaptiveTimeout, CircuitBreak, Retry.
 macro_rules! brownout_stack {
     ($parts:expr, $inner:expr) => {{
         let p: &Parts = $parts;
@@ -146,40 +198,29 @@ macro_rules! brownout_stack {
         ServiceBuilder::new()
             .layer(p.shutdown.layer())
             .layer(p.monitor.layer())
-            .layer(
-                LoadShedLayer::default()
-                    .with_signal(signal.clone())
-                    .classifier(class),
-            )
-            .layer(
-                PriorityAdmissionLayer::builder()
-                    .limit(Limit::fixed(1 << 20))
-                    .signal(signal.clone())
-                    .classifier(class)
-                    .deadline(NoDeadline)
-                    .build()
-                    .expect("valid admission"),
-            )
-            .layer(
-                AdaptiveTimeoutLayer::new(
-                    AdaptiveTimeoutConfig::builder()
-                        .initial(Duration::from_secs(1))
-                        .build()
-                        .expect("valid timeout"),
-                )
-                .with_signal(signal.clone())
-                .without_caller_deadline(),
-            )
-            .layer(
-                CircuitBreakLayer::new(CircuitBreakConfig::default()).with_signal(signal.clone()),
-            )
-            .layer(RetryLayer::new(
-                RetryConfig::builder()
-                    .signal(signal)
-                    .seed(1)
-                    .build()
-                    .expect("valid retry"),
-            ))
+            .layer(shed!(signal))
+            .layer(admission!(signal))
+            .layer(timeout!(signal))
+            .layer(breaker!(signal))
+            .layer(retry!(signal))
+            .service($inner)
+    }};
+}
+
+/// The same seven layers in the order `Brownout::builder()` stacks them: the monitor
+/// measures inside admission, so shed and queued-out requests never reach it.
+macro_rules! facade_order_stack {
+    ($parts:expr, $inner:expr) => {{
+        let p: &Parts = $parts;
+        let signal = p.monitor.signal();
+        ServiceBuilder::new()
+            .layer(p.shutdown.layer())
+            .layer(shed!(signal))
+            .layer(admission!(signal))
+            .layer(p.monitor.layer())
+            .layer(timeout!(signal))
+            .layer(breaker!(signal))
+            .layer(retry!(signal))
             .service($inner)
     }};
 }
@@ -224,9 +265,11 @@ fn admit_and_reject(c: &mut Criterion) {
     // Admit: High requests at Normal.
     let normal = parts();
     let mut ours = brownout_stack!(&normal, Echo);
+    let mut ours_facade_order = facade_order_stack!(&normal, Echo);
     let mut theirs = tower_stack();
     let mut bare = Echo;
     assert!(once(&mut ours, &mut cx, 1), "the brownout stack admits");
+    assert!(once(&mut ours_facade_order, &mut cx, 1));
     assert!(once(&mut theirs, &mut cx, 1), "the tower stack admits");
 
     allocations_per_request("bare service", &mut Echo, 1);
@@ -243,13 +286,18 @@ fn admit_and_reject(c: &mut Criterion) {
     group.bench_function("brownout_7_layers", |b| {
         b.iter(|| once(&mut ours, &mut cx, black_box(1)))
     });
+    group.bench_function("brownout_7_layers_facade_order", |b| {
+        b.iter(|| once(&mut ours_facade_order, &mut cx, black_box(1)))
+    });
     group.finish();
 
     // Reject: Low requests at Emergency.
     let emergency = parts();
     emergency.monitor.publisher().force(LoadLevel::Emergency);
     let mut ours = brownout_stack!(&emergency, Echo);
+    let mut ours_facade_order = facade_order_stack!(&emergency, Echo);
     assert!(!once(&mut ours, &mut cx, 3), "Low is shed at Emergency");
+    assert!(!once(&mut ours_facade_order, &mut cx, 3));
     // tower: LoadShed over a ConcurrencyLimit whose only permit a clone holds.
     let mut holder = ServiceBuilder::new()
         .load_shed()
@@ -265,6 +313,11 @@ fn admit_and_reject(c: &mut Criterion) {
     );
 
     allocations_per_request("brownout 7-layer stack (reject)", &mut ours, 3);
+    allocations_per_request(
+        "brownout 7-layer stack, facade order (reject)",
+        &mut ours_facade_order,
+        3,
+    );
     allocations_per_request("tower 4-layer stack (reject)", &mut theirs, 3);
 
     let mut group = c.benchmark_group("stack_reject");
@@ -273,6 +326,9 @@ fn admit_and_reject(c: &mut Criterion) {
     });
     group.bench_function("brownout_7_layers_shed_low_at_emergency", |b| {
         b.iter(|| once(&mut ours, &mut cx, black_box(3)))
+    });
+    group.bench_function("brownout_7_layers_facade_order_shed", |b| {
+        b.iter(|| once(&mut ours_facade_order, &mut cx, black_box(3)))
     });
     group.finish();
     drop(holder);
@@ -287,41 +343,11 @@ fn per_layer(c: &mut Criterion) {
     let mut group = c.benchmark_group("stack_per_layer");
 
     // Each variant is the stack from the inside out: Retry alone, then + CircuitBreak, ...
-    let retry = || {
-        RetryLayer::new(
-            RetryConfig::builder()
-                .signal(signal.clone())
-                .seed(1)
-                .build()
-                .expect("valid retry"),
-        )
-    };
-    let breaker =
-        || CircuitBreakLayer::new(CircuitBreakConfig::default()).with_signal(signal.clone());
-    let timeout = || {
-        AdaptiveTimeoutLayer::new(
-            AdaptiveTimeoutConfig::builder()
-                .initial(Duration::from_secs(1))
-                .build()
-                .expect("valid timeout"),
-        )
-        .with_signal(signal.clone())
-        .without_caller_deadline()
-    };
-    let admission = || {
-        PriorityAdmissionLayer::builder()
-            .limit(Limit::fixed(1 << 20))
-            .signal(signal.clone())
-            .classifier(class)
-            .deadline(NoDeadline)
-            .build()
-            .expect("valid admission")
-    };
-    let shed = || {
-        LoadShedLayer::default()
-            .with_signal(signal.clone())
-            .classifier(class)
-    };
+    let retry = || retry!(signal);
+    let breaker = || breaker!(signal);
+    let timeout = || timeout!(signal);
+    let admission = || admission!(signal);
+    let shed = || shed!(signal);
 
     let mut s1 = retry().layer(Echo);
     bench(&mut group, "1_retry", &mut s1, &mut cx);
@@ -391,6 +417,13 @@ fn facade_http(c: &mut Criterion) {
         .build()
         .expect("valid stack");
     let mut ours = brownout.layer().layer(Hello);
+    let grpc = Brownout::grpc_builder()
+        .monitor(|m| m.manual_ticks())
+        .admission(|a| a.limit(Limit::fixed(1 << 20)))
+        .shutdown(&shutdown)
+        .build()
+        .expect("valid stack");
+    let mut ours_grpc = grpc.layer().layer(Hello);
     let mut theirs = ServiceBuilder::new()
         .map_result(|result: Result<http::Response<String>, BoxError>| {
             Ok::<_, BoxError>(result.unwrap_or_else(|_| {
@@ -405,10 +438,12 @@ fn facade_http(c: &mut Criterion) {
         .service(Hello);
     assert!(once(&mut ours, &mut cx, request()));
     assert!(once(&mut theirs, &mut cx, request()));
+    assert!(once(&mut ours_grpc, &mut cx, request()));
 
     allocations_per_request("building the request alone", &mut NoopHttp, request());
     allocations_per_request("Brownout::builder() http stack", &mut ours, request());
     allocations_per_request("tower http-equivalent stack", &mut theirs, request());
+    allocations_per_request("Brownout::grpc_builder() stack", &mut ours_grpc, request());
 
     let mut group = c.benchmark_group("facade_http");
     group.bench_function("request_construction_only", |b| {
@@ -422,6 +457,9 @@ fn facade_http(c: &mut Criterion) {
     });
     group.bench_function("brownout_builder_http", |b| {
         b.iter(|| once(&mut ours, &mut cx, request()))
+    });
+    group.bench_function("brownout_grpc_builder", |b| {
+        b.iter(|| once(&mut ours_grpc, &mut cx, request()))
     });
     group.finish();
 
