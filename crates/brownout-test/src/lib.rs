@@ -23,6 +23,7 @@
 
 pub mod assert;
 mod backend;
+mod chaos;
 mod draw;
 mod driver;
 mod summary;
@@ -31,6 +32,10 @@ pub use assert::*;
 pub use backend::{
     BackendHandle, BackendStats, HttpBackend, HttpFuture, MockBackend, MockBackendBuilder,
     MockFailure, MockFuture, Phase, Served, Work,
+};
+pub use chaos::{
+    Chaos, ChaosBuilder, ChaosError, ChaosFuture, ChaosLayer, ChaosStats, Everything, Fault,
+    Faults, Target,
 };
 pub use draw::{Draw, Latency};
 pub use driver::{
