@@ -1,46 +1,22 @@
-//! The mock backend: `N` workers serving a FIFO queue, work that cannot be cancelled.
+//! The simulated server: `brownout_test`'s [`MockBackend`] (its `http` flavour), with the
+//! scenario's workers and slowdown.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use brownout_core::{BoxError, Deadline};
-use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use brownout_test::{Latency, MockBackend, Phase};
 
 use crate::Scenario;
 
+pub use brownout_test::{HttpBackend as Backend, Served, Work};
+
 /// The request every simulated stack serves: an `http::Request` whose extensions hold the
-/// [`Priority`](brownout_core::Priority), the client's [`Deadline`] and the [`Work`] it needs.
+/// [`Priority`](brownout_core::Priority), the client's
+/// [`Deadline`](brownout_core::Deadline) and the [`Work`] it needs.
 pub type SimRequest = http::Request<()>;
 
-/// The response of the mock backend.
-pub type SimResponse = http::Response<()>;
-
-/// How long a request occupies a backend worker at normal speed (request extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Work(pub Duration);
-
-/// How long the request actually occupied its worker, slowdown included (response extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Worked(pub Duration);
-
-#[derive(Debug)]
-struct State {
-    /// When each worker is next free, earliest first.
-    free_at: BinaryHeap<Reverse<Instant>>,
-    origin: Instant,
-    scenario_slowdown: Option<crate::Slowdown>,
-    calls: u64,
-    /// Work that finished after its caller's deadline: the caller had already given up.
-    wasted: u64,
-    /// The longest time a request waited for a worker inside the backend.
-    max_backend_wait: Duration,
-}
+/// The response of the mock backend; its [`Served`] extension says how long the request
+/// occupied its worker.
+pub type SimResponse = http::Response<String>;
 
 /// What the backend saw during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,134 +29,54 @@ pub struct BackendStats {
     pub max_backend_wait: Duration,
 }
 
-/// A mock server with `workers` workers and a FIFO queue in front of them, like a thread
-/// pool behind an always-ready router.
+impl From<brownout_test::BackendStats> for BackendStats {
+    fn from(stats: brownout_test::BackendStats) -> BackendStats {
+        BackendStats {
+            calls: stats.calls,
+            wasted: stats.late,
+            max_backend_wait: stats.max_wait,
+        }
+    }
+}
+
+/// The backend of `scenario`: a [`MockBackend`] of `workers` workers behind a FIFO queue,
+/// like a thread pool behind an always-ready router, whose clock starts now.
 ///
 /// A request that reaches it is committed: it waits for the first free worker and holds it
 /// for its [`Work`] (× the scenario's slowdown factor at the moment it starts), even if the
 /// caller drops the response future. Dropping only stops the caller from waiting. This is
 /// what makes an unprotected server collapse: it keeps serving requests nobody waits for.
+/// The slowdown is a script of two [`Phase`]s (factor at its start, 1 at its end). A request
+/// without a [`Work`] extension draws its service time from the scenario's distribution.
 ///
 /// `poll_ready` is always ready; all clones share the same workers.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    state: Arc<Mutex<State>>,
-}
-
-impl Backend {
-    /// A backend for `scenario`, whose clock starts at `origin`.
-    pub fn new(scenario: &Scenario, origin: Instant) -> Backend {
-        let free_at = (0..scenario.workers.max(1))
-            .map(|_| Reverse(origin))
-            .collect();
-        Backend {
-            state: Arc::new(Mutex::new(State {
-                free_at,
-                origin,
-                scenario_slowdown: scenario.slowdown,
-                calls: 0,
-                wasted: 0,
-                max_backend_wait: Duration::ZERO,
-            })),
-        }
+pub fn backend_for(scenario: &Scenario) -> Backend {
+    let mut builder = MockBackend::builder()
+        .workers(scenario.workers.max(1))
+        .latency(scenario.service_dist.latency(scenario.service))
+        .seed(scenario.seed);
+    if let Some(slowdown) = scenario.slowdown {
+        builder = builder
+            .phase(Phase::at(slowdown.start).latency_factor(slowdown.factor))
+            .phase(Phase::at(slowdown.end).latency_factor(1.0));
     }
-
-    /// What the backend saw so far.
-    pub fn stats(&self) -> BackendStats {
-        let state = self.lock();
-        BackendStats {
-            calls: state.calls,
-            wasted: state.wasted,
-            max_backend_wait: state.max_backend_wait,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Commits `work` to the first free worker; returns when it will be done and how long
-    /// it occupies the worker.
-    fn schedule(&self, work: Duration, deadline: Option<Deadline>) -> (Instant, Duration) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let Reverse(free) = state.free_at.pop().unwrap_or(Reverse(now));
-        let start = free.max(now);
-        let factor = match state.scenario_slowdown {
-            Some(s) => {
-                let t = start - state.origin;
-                if t >= s.start && t < s.end {
-                    s.factor
-                } else {
-                    1.0
-                }
-            }
-            None => 1.0,
-        };
-        let worked = brownout_core::config::duration::mul_f64_saturating(work, factor);
-        let done = start + worked;
-        state.free_at.push(Reverse(done));
-        state.calls += 1;
-        if deadline.is_some_and(|d| done > d.instant()) {
-            state.wasted += 1;
-        }
-        state.max_backend_wait = state.max_backend_wait.max(start - now);
-        (done, worked)
-    }
-}
-
-impl tower_service::Service<SimRequest> for Backend {
-    type Response = SimResponse;
-    type Error = BoxError;
-    type Future = BackendFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: SimRequest) -> Self::Future {
-        let work = req
-            .extensions()
-            .get::<Work>()
-            .map_or(Duration::from_millis(1), |w| w.0);
-        let (done, worked) = self.schedule(work, Deadline::of(req.extensions()));
-        BackendFuture {
-            sleep: tokio::time::sleep_until(done),
-            worked,
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Backend`]: resolves when the worker finishes.
-    /// Dropping it does not free the worker.
-    #[derive(Debug)]
-    pub struct BackendFuture {
-        #[pin]
-        sleep: Sleep,
-        worked: Duration,
-    }
-}
-
-impl Future for BackendFuture {
-    type Output = Result<SimResponse, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => {
-                let mut response = SimResponse::new(());
-                response.extensions_mut().insert(Worked(*this.worked));
-                Poll::Ready(Ok(response))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
+    builder
+        .build()
+        .unwrap_or_else(|_| {
+            // Only an invalid slowdown factor gets here (NaN, ≤ 0): run without it.
+            MockBackend::builder()
+                .workers(scenario.workers.max(1))
+                .latency(Latency::Fixed(scenario.service))
+                .build()
+                .expect("workers ≥ 1 and a fixed latency are always valid")
+        })
+        .http()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
     use tower::ServiceExt;
     use tower_service::Service;
 
@@ -194,7 +90,7 @@ mod tests {
     async fn fifo_workers_and_uncancellable_work() {
         let scenario = Scenario::default().with_workers(2);
         let origin = Instant::now();
-        let backend = Backend::new(&scenario, origin);
+        let backend = backend_for(&scenario);
         // Three 10 ms jobs on two workers: the third waits for the first free worker.
         let mut svc = backend.clone();
         let a = svc.call(req(10));
@@ -205,7 +101,7 @@ mod tests {
         assert_eq!(origin.elapsed(), Duration::from_millis(10));
         c.await.unwrap();
         assert_eq!(origin.elapsed(), Duration::from_millis(20));
-        let stats = backend.stats();
+        let stats = BackendStats::from(backend.stats());
         assert_eq!(stats.calls, 3);
         assert_eq!(stats.max_backend_wait, Duration::from_millis(10));
     }
@@ -214,7 +110,7 @@ mod tests {
     async fn slowdown_applies_to_work_starting_inside_it() {
         let scenario = Scenario::slowdown(1.0).with_duration(Duration::from_secs(3));
         let origin = Instant::now();
-        let backend = Backend::new(&scenario, origin);
+        let backend = backend_for(&scenario);
         backend.clone().oneshot(req(10)).await.unwrap();
         assert_eq!(origin.elapsed(), Duration::from_millis(10));
         tokio::time::sleep_until(origin + Duration::from_secs(1)).await;

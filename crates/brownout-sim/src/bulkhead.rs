@@ -79,7 +79,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Backend, Scenario, SimRequest, Work};
+    use crate::{Scenario, SimRequest, Work, backend_for};
     use tokio::time::Instant;
     use tower::ServiceExt;
 
@@ -92,7 +92,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_at_most_max_wait_then_rejects() {
         let origin = Instant::now();
-        let backend = Backend::new(&Scenario::default(), origin);
+        let backend = backend_for(&Scenario::default());
         let bulkhead = Bulkhead::new(backend, 1, Duration::from_millis(100));
         let first = tokio::spawn(bulkhead.clone().oneshot(req(150)));
         tokio::task::yield_now().await;

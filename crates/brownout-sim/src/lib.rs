@@ -38,6 +38,11 @@
 //!
 //! # The model
 //!
+//! The engine is the `brownout-test` kit's, the one users test their own stacks with: its
+//! [`LoadDriver`](brownout_test::LoadDriver) plans the arrivals and drives each stack, its
+//! [`MockBackend`](brownout_test::MockBackend) is the backend ([`backend_for`]). This crate
+//! adds the scenarios, the stacks, the scoring and the command line.
+//!
 //! - Arrivals are drawn once per scenario (seeded), so every stack sees the same requests,
 //!   each an `http::Request<()>` carrying its [`Priority`](brownout_core::Priority), its
 //!   [`Deadline`](brownout_core::Deadline) and its [`Work`].
@@ -60,7 +65,7 @@ mod scenario;
 mod stack;
 pub mod table;
 
-pub use backend::{Backend, BackendFuture, BackendStats, SimRequest, SimResponse, Work, Worked};
+pub use backend::{Backend, BackendStats, Served, SimRequest, SimResponse, Work, backend_for};
 pub use bulkhead::Bulkhead;
 pub use report::{
     ClassStats, GAVE_UP, LevelChange, LimitSample, Report, WEIGHTS, Window, water_fill,

@@ -133,14 +133,8 @@ impl Window {
     }
 }
 
-/// A change of the published load level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LevelChange {
-    /// When, from the start of the run.
-    pub at: Duration,
-    /// The new level.
-    pub level: LoadLevel,
-}
+/// A change of the published load level (recorded by the load driver).
+pub use brownout_test::LevelChange;
 
 /// One sample of a stack's concurrency limit (every 100 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

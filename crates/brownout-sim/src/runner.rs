@@ -4,12 +4,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use brownout_core::{BoxError, Deadline, LoadSignal, Rejected};
+use brownout_core::{BoxError, Deadline, LoadSignal};
+use brownout_test::{HttpJudge, Outcome as TestOutcome, Planned, Summary, Verdict};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
-use crate::report::{Builder, LevelChange, LimitSample, Outcome};
-use crate::{Backend, Report, Scenario, SimRequest, SimResponse, Work, Worked};
+use crate::report::{Builder, LimitSample, Outcome};
+use crate::{Backend, Report, Scenario, SimRequest, SimResponse, Work, backend_for};
 
 /// A service under test, with what the harness should watch besides its answers.
 pub struct Instrumented<S> {
@@ -101,6 +101,13 @@ where
 /// The async form of [`run_with`], for callers already on a current-thread runtime whose
 /// clock is paused (`#[tokio::test(start_paused = true)]`). With a real clock it works but
 /// takes the scenario's duration in real time.
+///
+/// The engine is `brownout_test`'s: the scenario's [`LoadDriver`](brownout_test::LoadDriver)
+/// plans the arrivals and drives the stack (one task per request, dropped at its deadline),
+/// [`HttpJudge`] judges the answers, and the backend is its
+/// [`MockBackend`](brownout_test::MockBackend) ([`backend_for`](crate::backend_for)). This
+/// function adds what the report needs: the service time of every arrival, the stack's
+/// concurrency limit every 100 ms, and the scoring.
 pub async fn simulate<S, F>(scenario: &Scenario, label: &str, build: F) -> Report
 where
     F: FnOnce(Backend) -> Instrumented<S>,
@@ -110,7 +117,7 @@ where
 {
     let origin = Instant::now();
     let arrivals = scenario.arrivals();
-    let backend = Backend::new(scenario, origin);
+    let backend = backend_for(scenario);
     let Instrumented {
         service,
         signal,
@@ -119,18 +126,6 @@ where
     } = build(backend.clone());
     let end = origin + scenario.duration + scenario.deadline + Duration::from_millis(1);
 
-    let levels = Arc::new(Mutex::new(Vec::new()));
-    if let Some(mut signal) = signal {
-        let levels = levels.clone();
-        tokio::spawn(async move {
-            while let Some(level) = signal.changed().await {
-                lock(&levels).push(LevelChange {
-                    at: origin.elapsed(),
-                    level,
-                });
-            }
-        });
-    }
     let limits = Arc::new(Mutex::new(Vec::new()));
     if let Some(limit) = limit {
         let limits = limits.clone();
@@ -147,54 +142,64 @@ where
         });
     }
 
-    let outcomes = Arc::new(Mutex::new(vec![Outcome::Pending; arrivals.len()]));
-    for (index, arrival) in arrivals.iter().enumerate() {
-        let at = origin + Duration::from_millis(arrival.at_ms);
-        if Instant::now() < at {
-            tokio::time::sleep_until(at).await;
-        }
-        let deadline = at + scenario.deadline;
-        let mut req = SimRequest::new(());
-        req.extensions_mut().insert(arrival.priority);
-        req.extensions_mut().insert(Deadline::at(deadline));
-        req.extensions_mut()
-            .insert(Work(Duration::from_millis(arrival.service_ms)));
-        let work = Duration::from_millis(arrival.service_ms);
-        let mut svc = service.clone();
-        let outcomes = outcomes.clone();
-        tokio::spawn(async move {
-            let answer = tokio::time::timeout_at(deadline, async {
-                svc.ready().await.map_err(Into::into)?;
-                svc.call(req).await.map_err(Into::into)
-            })
-            .await;
-            let outcome = match answer {
-                Ok(Ok(response)) => Outcome::Good {
-                    latency: at.elapsed(),
-                    worked: response.extensions().get::<Worked>().map_or(work, |w| w.0),
-                },
-                Ok(Err(err)) => Outcome::Refused(reason_of(&err)),
-                Err(_) => Outcome::GaveUp,
-            };
-            lock(&outcomes)[index] = outcome;
-        });
+    let mut driver = scenario.driver().judge(HttpJudge);
+    if let Some(signal) = signal {
+        driver = driver.watch(signal);
     }
-    // Every request ends by its deadline.
-    tokio::time::sleep_until(end).await;
-    drop(service);
+    let plan: Vec<Planned<Duration>> = arrivals
+        .iter()
+        .map(|a| Planned {
+            at: Duration::from_millis(a.at_ms),
+            priority: a.priority,
+            data: Duration::from_millis(a.service_ms),
+        })
+        .collect();
+    let summary = match driver.build() {
+        Ok(driver) => {
+            driver
+                .run_plan(service, &plan, |arrival, &work| {
+                    let mut req = SimRequest::new(());
+                    req.extensions_mut().insert(arrival.priority);
+                    req.extensions_mut().insert(Deadline::at(arrival.deadline));
+                    req.extensions_mut().insert(Work(work));
+                    req
+                })
+                .await
+        }
+        // `Scenario::driver` sanitizes the rate and mix; nothing to run otherwise.
+        Err(_) => Summary::new(Vec::new(), Vec::new(), scenario.duration, scenario.deadline),
+    };
     drop(keep_alive);
 
-    let outcomes = lock(&outcomes).clone();
-    let levels = lock(&levels).clone();
+    let outcomes: Vec<Outcome> = summary
+        .records()
+        .iter()
+        .zip(&plan)
+        .map(|(record, planned)| match record.outcome {
+            TestOutcome::Ok {
+                latency,
+                service_time,
+            } => Outcome::Good {
+                latency,
+                worked: service_time.unwrap_or(planned.data),
+            },
+            TestOutcome::Rejected { reason, .. } => Outcome::Refused(reason.as_str()),
+            TestOutcome::Overloaded { .. } => Outcome::Refused("overloaded"),
+            TestOutcome::Failed { .. } => Outcome::Refused("error"),
+            TestOutcome::Panicked => Outcome::Refused("panic"),
+            TestOutcome::TimedOut => Outcome::GaveUp,
+            _ => Outcome::Pending,
+        })
+        .collect();
     let limits = lock(&limits).clone();
     Builder {
         scenario,
         stack: label.to_owned(),
         arrivals: &arrivals,
         outcomes: &outcomes,
-        levels,
+        levels: summary.levels().to_vec(),
         limits,
-        backend: backend.stats(),
+        backend: backend.stats().into(),
     }
     .build()
 }
@@ -203,14 +208,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The name of why a request failed: a brownout [`Rejected`] reason, tower's `overloaded`,
-/// or `error`.
+/// The name of why a request failed: a brownout [`Rejected`](brownout_core::Rejected)
+/// reason, tower's `overloaded`, or `error` ([`Verdict::of_error`]).
 pub fn reason_of(err: &BoxError) -> &'static str {
-    if let Some(rejected) = Rejected::find_in_box(&**err) {
-        rejected.reason().as_str()
-    } else if err.is::<tower::load_shed::error::Overloaded>() {
-        "overloaded"
-    } else {
-        "error"
+    match Verdict::of_error(err) {
+        Verdict::Rejected(reason) => reason.as_str(),
+        Verdict::Overloaded => "overloaded",
+        _ => "error",
     }
 }

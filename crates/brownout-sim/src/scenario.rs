@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use brownout_core::Priority;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use brownout_test::{Latency, LoadDriver, LoadDriverBuilder};
 
 /// The distribution of the backend's service time around its mean.
 ///
@@ -36,34 +35,15 @@ impl ServiceDist {
         }
     }
 
-    /// Draws one service time, in whole milliseconds, for a mean of `mean_ms`.
-    pub(crate) fn sample(&self, mean_ms: f64, rng: &mut SmallRng) -> u64 {
-        let ms = match *self {
-            ServiceDist::Constant => mean_ms.round(),
-            ServiceDist::Exponential => {
-                if mean_ms <= 1.0 {
-                    1.0
-                } else {
-                    // Geometric on {1, 2, …} with p = 1/mean: P(X > k) = (1 - p)^k.
-                    let p = 1.0 / mean_ms;
-                    let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
-                    (u.ln() / (1.0 - p).ln()).ceil().max(1.0)
-                }
-            }
-            ServiceDist::LogNormal { sigma } => {
-                let mu = mean_ms.ln() - sigma * sigma / 2.0;
-                (mu + sigma * standard_normal(rng)).exp().round()
-            }
-        };
-        ms.clamp(1.0, 3_600_000.0) as u64
+    /// The distribution with mean `mean`, as `brownout_test` draws it (whole milliseconds,
+    /// at least 1 ms).
+    pub fn latency(&self, mean: Duration) -> Latency {
+        match *self {
+            ServiceDist::Constant => Latency::Fixed(mean.max(Duration::from_millis(1))),
+            ServiceDist::Exponential => Latency::Exponential { mean },
+            ServiceDist::LogNormal { sigma } => Latency::LogNormal { mean, sigma },
+        }
     }
-}
-
-fn standard_normal(rng: &mut SmallRng) -> f64 {
-    // Box–Muller; one of the pair is enough here.
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// The backend slows down by `factor` for work that starts in `[start, end)`.
@@ -281,43 +261,35 @@ impl Scenario {
             .map_or_else(Vec::new, |s| vec![s.start, s.end])
     }
 
-    /// The arrival timeline: identical for every stack given the same scenario.
+    /// The load driver of this scenario: Poisson arrivals at the offered rate with the
+    /// class mix, the seed and the client deadline (negative or NaN rates and weights count
+    /// as zero).
+    pub fn driver(&self) -> LoadDriverBuilder {
+        LoadDriver::builder()
+            .rate(self.offered_rate().max(0.0))
+            .duration(self.duration)
+            .mix(self.mix.map(|w| w.max(0.0)))
+            .seed(self.seed)
+            .deadline(self.deadline)
+    }
+
+    /// The arrival timeline: identical for every stack given the same scenario. Each
+    /// arrival's service time is drawn right after its class, from the same seeded stream
+    /// ([`LoadDriver::plan`]).
     pub(crate) fn arrivals(&self) -> Vec<Arrival> {
-        let mut rng = SmallRng::seed_from_u64(self.seed);
-        let rate_per_ms = self.offered_rate() / 1000.0;
-        let mean_ms = self.service.as_secs_f64() * 1000.0;
-        let total: f64 = self.mix.iter().map(|w| w.max(0.0)).sum();
-        let end_ms = self.duration.as_secs_f64() * 1000.0;
-        let mut out = Vec::with_capacity((rate_per_ms * end_ms * 1.05) as usize + 16);
-        if rate_per_ms <= 0.0 || total <= 0.0 {
-            return out;
-        }
-        let mut t = 0.0f64;
-        loop {
-            let u: f64 = 1.0 - rng.random::<f64>();
-            t += -u.ln() / rate_per_ms;
-            if t >= end_ms {
-                break;
-            }
-            let mut pick = rng.random::<f64>() * total;
-            let mut priority = Priority::Background;
-            for (p, w) in Priority::ALL.into_iter().zip(self.mix) {
-                let w = w.max(0.0);
-                if pick < w {
-                    priority = p;
-                    break;
-                }
-                pick -= w;
-            }
-            let service_ms = self.service_dist.sample(mean_ms, &mut rng);
-            // The clock ticks in whole milliseconds: a request issued at 3.4 ms leaves at 4 ms.
-            out.push(Arrival {
-                at_ms: t.ceil() as u64,
-                priority,
-                service_ms,
-            });
-        }
-        out
+        let latency = self.service_dist.latency(self.service);
+        let Ok(driver) = self.driver().build() else {
+            return Vec::new();
+        };
+        driver
+            .plan(|_, draw| draw.latency(&latency).as_millis() as u64)
+            .into_iter()
+            .map(|p| Arrival {
+                at_ms: p.at.as_millis() as u64,
+                priority: p.priority,
+                service_ms: p.data,
+            })
+            .collect()
     }
 }
 
@@ -358,11 +330,12 @@ mod tests {
 
     #[test]
     fn lognormal_and_constant_keep_the_mean() {
-        let mut rng = SmallRng::seed_from_u64(3);
+        let mut draw = brownout_test::Draw::seeded(3);
         for dist in [ServiceDist::Constant, ServiceDist::LogNormal { sigma: 0.5 }] {
             let n = 50_000;
+            let latency = dist.latency(Duration::from_millis(20));
             let mean = (0..n)
-                .map(|_| dist.sample(20.0, &mut rng) as f64)
+                .map(|_| draw.latency(&latency).as_secs_f64() * 1000.0)
                 .sum::<f64>()
                 / n as f64;
             assert!((mean - 20.0).abs() < 0.5, "{dist:?}: {mean}");
