@@ -417,12 +417,14 @@ fn facade_http(c: &mut Criterion) {
         .build()
         .expect("valid stack");
     let mut ours = brownout.layer().layer(Hello);
+    #[cfg(feature = "grpc")]
     let grpc = Brownout::grpc_builder()
         .monitor(|m| m.manual_ticks())
         .admission(|a| a.limit(Limit::fixed(1 << 20)))
         .shutdown(&shutdown)
         .build()
         .expect("valid stack");
+    #[cfg(feature = "grpc")]
     let mut ours_grpc = grpc.layer().layer(Hello);
     let mut theirs = ServiceBuilder::new()
         .map_result(|result: Result<http::Response<String>, BoxError>| {
@@ -438,11 +440,13 @@ fn facade_http(c: &mut Criterion) {
         .service(Hello);
     assert!(once(&mut ours, &mut cx, request()));
     assert!(once(&mut theirs, &mut cx, request()));
+    #[cfg(feature = "grpc")]
     assert!(once(&mut ours_grpc, &mut cx, request()));
 
     allocations_per_request("building the request alone", &mut NoopHttp, request());
     allocations_per_request("Brownout::builder() http stack", &mut ours, request());
     allocations_per_request("tower http-equivalent stack", &mut theirs, request());
+    #[cfg(feature = "grpc")]
     allocations_per_request("Brownout::grpc_builder() stack", &mut ours_grpc, request());
 
     let mut group = c.benchmark_group("facade_http");
@@ -458,6 +462,7 @@ fn facade_http(c: &mut Criterion) {
     group.bench_function("brownout_builder_http", |b| {
         b.iter(|| once(&mut ours, &mut cx, request()))
     });
+    #[cfg(feature = "grpc")]
     group.bench_function("brownout_grpc_builder", |b| {
         b.iter(|| once(&mut ours_grpc, &mut cx, request()))
     });
