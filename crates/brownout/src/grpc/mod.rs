@@ -50,20 +50,48 @@
 //!
 //! # Wiring with tonic
 //!
+//! The whole stack in one layer, from [`Brownout::grpc_builder`](crate::Brownout::grpc_builder)
+//! (the same layers as the http stack, with this module's answers, [`GrpcOutcome`] for the
+//! monitor, the class from `x-priority` metadata and [`HEALTH_PATHS`] always Critical):
+//!
 //! ```text
 //! let monitor = Monitor::builder().build()?;
 //! let shutdown = Shutdown::builder().load_signal(monitor.signal()).build()?;
+//! let brownout = Brownout::grpc_builder()
+//!     .with_monitor(monitor)
+//!     .shutdown(&shutdown)
+//!     .priority_header("x-priority")                 // the metadata key (default)
+//!     .deadline(DeadlineLayer::grpc_timeout().max(Duration::from_secs(30)))
+//!     .build()?;
+//! let (reporter, health_server) = tonic_health::server::health_reporter();
+//! tokio::spawn(GrpcHealth::new(brownout.health().build()?, reporter).run()); // `grpc-health`
+//! Server::builder()
+//!     .layer(brownout.layer())
+//!     .add_service(health_server)
+//!     .add_service(GreeterServer::new(greeter))
+//!     .serve_with_shutdown(addr, shutdown.refusing())
+//!     .await?;
+//! ```
+//!
+//! Or by hand, picking layers:
+//!
+//! ```text
 //! Server::builder()
 //!     .layer(GrpcRejectionLayer::new().with_level_header(monitor.signal())) // outermost
 //!     .layer(shutdown.layer())
 //!     .layer(ClassifyLayer::new(HttpClassifier::default()))
 //!     .layer(DeadlineLayer::grpc_timeout().max(Duration::from_secs(30)))
-//!     .layer(monitor.layer())
 //!     .layer(LoadShedLayer::default().with_signal(monitor.signal()))
+//!     .layer(monitor.layer().with_classifier(GrpcOutcome))
 //!     .add_service(GreeterServer::new(greeter))
 //!     .serve_with_shutdown(addr, shutdown.triggered())
 //!     .await?;
 //! ```
+//!
+//! With the `grpc-health` feature, [`health::GrpcHealth`] keeps tonic-health's
+//! `grpc.health.v1` status in step with [`Health`](crate::health::Health): `SERVING` while
+//! healthy or degraded, `NOT_SERVING` at Emergency, on shutdown or with an essential
+//! component down.
 //!
 //! `examples/tonic-greeter` in the repository runs this stack end to end.
 //!
