@@ -559,6 +559,44 @@ impl<J> LoadDriverBuilder<J> {
     }
 }
 
+/// Drives `service` at `rate` requests per second for `duration` with the default mix,
+/// seed 0 and a 1 s client deadline, judging answers by their errors ([`ByError`]): the
+/// short form of [`LoadDriver::builder`] … [`run`](LoadDriver::run).
+///
+/// # Panics
+///
+/// When `rate` is negative, NaN or infinite.
+///
+/// ```
+/// use std::time::Duration;
+/// use brownout_core::Priority;
+/// use brownout_test::{MockBackend, drive};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let backend = MockBackend::new(1, Duration::from_millis(10)); // 100 req/s
+/// let summary = drive(backend, 300.0, Duration::from_secs(2), |_: Priority| ()).await;
+/// // Three times the capacity with no protection: the queue grows past the deadline.
+/// assert!(summary.total().timed_out > summary.total().ok);
+/// # }
+/// ```
+pub async fn drive<S, Req, F>(service: S, rate: f64, duration: Duration, make: F) -> Summary
+where
+    S: tower_service::Service<Req> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+    F: FnMut(Priority) -> Req,
+{
+    LoadDriver::builder()
+        .rate(rate)
+        .duration(duration)
+        .build()
+        .expect("a finite, non-negative rate")
+        .run(service, make)
+        .await
+}
+
 /// The highest level a summary's watched signal published (Normal when none).
 pub(crate) fn max_level(levels: &[LevelChange]) -> LoadLevel {
     levels

@@ -40,6 +40,6 @@ pub use chaos::{
 pub use draw::{Draw, Latency};
 pub use driver::{
     Arrival, ByError, HttpJudge, Judge, JudgeFn, Judged, LoadDriver, LoadDriverBuilder, Planned,
-    Verdict,
+    Verdict, drive,
 };
 pub use summary::{ClassSummary, LevelChange, Outcome, Record, Summary};
