@@ -639,5 +639,25 @@ mod tests {
         assert_eq!(fleet.fleet_level(), None);
         assert_eq!(fleet.level_source().sample(), None);
         assert!(Fleet::start(FleetConfig::builder("nope://x").build().unwrap()).is_err());
+
+        // Requests flow under the local share (burst 5 of 10/s on one live instance).
+        use crate::{FleetRateLimitConfig, FleetRateLimitLayer};
+        use tower::{Layer, Service, ServiceExt};
+        let limit = FleetRateLimitConfig::builder("api", 10.0)
+            .burst(5)
+            .build()
+            .unwrap();
+        let mut svc =
+            FleetRateLimitLayer::new(&fleet, limit).layer(tower::service_fn(|_: ()| async {
+                Ok::<_, std::convert::Infallible>(())
+            }));
+        let mut admitted = 0;
+        for _ in 0..8 {
+            if svc.ready().await.unwrap().call(()).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5);
+        assert_eq!(fleet.status().live_instances, 1);
     }
 }

@@ -17,7 +17,7 @@ use common::RedisServer;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn fleet(url: &str, id: &str, tick_ms: u64) -> Fleet {
-    fleet_with(url, id, tick_ms, FleetAggregate::Max, 10)
+    fleet_with(url, id, tick_ms, FleetAggregate::Max, 50)
 }
 
 fn fleet_with(
@@ -381,4 +381,52 @@ async fn an_instance_that_disappears_stops_counting_after_its_ttl() {
     assert!(stays.leave().await);
     reader.tick_now().await;
     assert_eq!(reader.live_instances(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_level_scales_the_shared_rate_and_refusals_carry_the_shared_retry_after() {
+    let Some(redis) = RedisServer::start("the_level_scales_the_shared_rate") else {
+        return;
+    };
+    let f = fleet(&redis.url(), "scaled", 100);
+    let config = FleetRateLimitConfig::builder("scaled", 1_000.0)
+        .burst(10)
+        .build()
+        .unwrap();
+    // Critical: 40 % of the rate by the default table.
+    let layer =
+        FleetRateLimitLayer::new(&f, config).with_signal(LoadSignal::fixed(LoadLevel::Critical));
+    let mut svc = Echo::new(layer.layer(echo()));
+    let (admitted, slowest) = (counter(), counter());
+    drive(
+        svc.clone(),
+        "t",
+        1,
+        Duration::from_secs(2),
+        admitted.clone(),
+        slowest,
+    )
+    .await;
+    let rate = admitted.load(Ordering::Relaxed) as f64 / 2.0;
+    eprintln!("at critical: {rate}/s of 1000/s × 0.4");
+    assert!(
+        (rate - 400.0).abs() / 400.0 <= 0.1,
+        "rate at critical {rate}"
+    );
+    // Drain, then a refusal says when the shared bucket has the next token: soon, and
+    // never more than a batch's worth at 400/s.
+    let mut refused = None;
+    for _ in 0..100 {
+        if let Err(err) = svc.ready().await.unwrap().call("t").await {
+            refused = Rejected::find_in_box(&*err).copied();
+            break;
+        }
+    }
+    let refused = refused.expect("a refusal once the pool is drained");
+    assert_eq!(refused.level(), LoadLevel::Critical);
+    let after = refused.retry_after().unwrap();
+    assert!(
+        after > Duration::ZERO && after <= Duration::from_millis(50),
+        "retry_after {after:?}"
+    );
 }
