@@ -11,6 +11,9 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
+/// One named feature and its rollout per level.
+type Feature = (String, LevelTable<f64>);
+
 /// Named optional features, each enabled for a fraction of requests at each level
 /// (a rollout percentage that shrinks as the load grows).
 ///
@@ -30,7 +33,8 @@ use tower_service::Service;
 /// ```
 #[derive(Clone, Default)]
 pub struct FeatureToggles {
-    features: Arc<[(String, LevelTable<f64>)]>,
+    /// `None` when there are no features, so cloning per request touches no shared counter.
+    features: Option<Arc<[Feature]>>,
 }
 
 /// Builds [`FeatureToggles`].
@@ -70,9 +74,8 @@ impl FeatureTogglesBuilder {
                 check::unit_interval(&format!("features.{name}[{level}]"), value)?;
             }
         }
-        Ok(FeatureToggles {
-            features: Arc::from(self.features),
-        })
+        let features = (!self.features.is_empty()).then(|| Arc::from(self.features));
+        Ok(FeatureToggles { features })
     }
 }
 
@@ -84,17 +87,26 @@ impl FeatureToggles {
 
     /// The rollout fraction of `feature` at `level`, or `None` for an unknown feature.
     pub fn rollout(&self, feature: &str, level: LoadLevel) -> Option<f64> {
-        self.features
+        self.features()
             .iter()
             .find(|(name, _)| name == feature)
             .map(|(_, table)| table[level])
+    }
+
+    /// Whether no feature is defined.
+    pub fn is_empty(&self) -> bool {
+        self.features.is_none()
+    }
+
+    fn features(&self) -> &[Feature] {
+        self.features.as_deref().unwrap_or(&[])
     }
 }
 
 impl fmt::Debug for FeatureToggles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.features.iter().map(|(name, _)| name))
+            .entries(self.features().iter().map(|(name, _)| name))
             .finish()
     }
 }
@@ -252,11 +264,17 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
         let level = shared.signal.level();
-        let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+        // Without toggles the rollout position is never read: skip the shared counter, a
+        // contended cache line when many threads serve requests.
+        let position = if shared.toggles.is_empty() {
+            0.0
+        } else {
+            rollout_position(shared.counter.fetch_add(1, Ordering::Relaxed))
+        };
         let degradation = Degradation {
             level,
             mode: shared.work[level],
-            position: rollout_position(n),
+            position,
             toggles: shared.toggles.clone(),
         };
         req.extensions_mut().insert(level);
