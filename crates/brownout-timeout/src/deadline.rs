@@ -1,5 +1,6 @@
 //! Where the caller's own deadline comes from, and where the effective one goes.
 
+use brownout_core::clock::LazyNow;
 use brownout_core::{Deadline, parse_grpc_timeout};
 use tokio::time::Instant;
 
@@ -27,6 +28,19 @@ pub trait CallerDeadline<Req> {
     /// time the request arrived (for relative forms such as `grpc-timeout`).
     fn caller_deadline(&self, req: &Req, now: Instant) -> Option<Instant>;
 
+    /// Like [`caller_deadline`](CallerDeadline::caller_deadline), reading the clock only if
+    /// needed. The default reads it and calls `caller_deadline`.
+    ///
+    /// When this returns `None` without reading `now`, the layer reads no clock at `call` for
+    /// an unsampled request: its own timer then starts when the response future is first
+    /// found pending (a request answered at once needs no deadline), and
+    /// [`propagate`](CallerDeadline::propagate) is not called. Override it only when
+    /// `propagate` records nothing, as [`NoDeadline`] and closures do.
+    #[inline]
+    fn caller_deadline_lazy(&self, req: &Req, now: &mut LazyNow) -> Option<Instant> {
+        self.caller_deadline(req, now.get())
+    }
+
     /// Records the effective deadline (the earlier of the caller's and the layer's) in the
     /// request. The default does nothing.
     fn propagate(&self, req: &mut Req, deadline: Deadline) {
@@ -42,6 +56,11 @@ where
     fn caller_deadline(&self, req: &Req, _now: Instant) -> Option<Instant> {
         self(req).map(Deadline::instant)
     }
+
+    #[inline]
+    fn caller_deadline_lazy(&self, req: &Req, _now: &mut LazyNow) -> Option<Instant> {
+        self(req).map(Deadline::instant)
+    }
 }
 
 /// No caller deadline: only the adaptive timeout applies. Works for any request type.
@@ -51,6 +70,11 @@ pub struct NoDeadline;
 impl<Req> CallerDeadline<Req> for NoDeadline {
     #[inline]
     fn caller_deadline(&self, _req: &Req, _now: Instant) -> Option<Instant> {
+        None
+    }
+
+    #[inline]
+    fn caller_deadline_lazy(&self, _req: &Req, _now: &mut LazyNow) -> Option<Instant> {
         None
     }
 }

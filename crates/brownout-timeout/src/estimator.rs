@@ -1,10 +1,11 @@
 //! The latency percentile estimate: a lock-free log-bucketed histogram per window, and the
 //! per-level timeouts derived from it, cached in atomics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use brownout_core::LoadLevel;
+use brownout_core::clock::SampleRate;
 use brownout_core::config::duration::mul_f64_saturating;
 use tokio::time::Instant;
 
@@ -80,8 +81,9 @@ pub(crate) struct Estimator {
     timeouts: [AtomicU64; LoadLevel::COUNT],
     /// Whether the level's scale is 1: only then do completions teach the estimate.
     learns: [bool; LoadLevel::COUNT],
-    /// One request in this many is timed (adaptive, `1..=max_sample_every`).
-    sample_every: AtomicU32,
+    /// One request in this many is timed (adaptive, `1..=max_sample_every`, aiming at
+    /// `4 × min_samples` samples per window).
+    pub(crate) rate: SampleRate,
 }
 
 impl Estimator {
@@ -98,7 +100,10 @@ impl Estimator {
             estimate: AtomicU64::new(NO_TIMER),
             timeouts: std::array::from_fn(|_| AtomicU64::new(NO_TIMER)),
             learns: LoadLevel::ALL.map(|level| config.timeout_scale[level] >= 1.0),
-            sample_every: AtomicU32::new(1),
+            rate: SampleRate::new(
+                config.max_sample_every,
+                (config.min_samples as u64).saturating_mul(4),
+            ),
         };
         estimator.publish(config.initial);
         estimator
@@ -130,23 +135,14 @@ impl Estimator {
     /// One request in this many is timed now.
     #[inline]
     pub(crate) fn sample_every(&self) -> u32 {
-        self.sample_every.load(Ordering::Relaxed).max(1)
+        self.rate.every()
     }
 
-    /// Sets the sampling rate for the next window from the samples `total` of the window
-    /// that closes (`enough`: it held `min_samples`).
-    fn adapt_sampling(&self, total: u64, enough: bool) {
-        let current = self.sample_every();
-        let next = if enough {
-            let requests = total.saturating_mul(u64::from(current));
-            let target = (self.config.min_samples as u64).saturating_mul(4).max(1);
-            (requests / target).clamp(1, u64::from(self.config.max_sample_every)) as u32
-        } else {
-            (current / 2).max(1)
-        };
-        if next != current {
-            self.sample_every.store(next, Ordering::Relaxed);
-        }
+    /// Sets the sampling rate for the next window from the `total` samples of the window
+    /// that closes: about `total × every` requests went by.
+    fn adapt_sampling(&self, total: u64) {
+        let requests = total.saturating_mul(u64::from(self.rate.every()));
+        self.rate.adapt(requests);
     }
 
     /// Whether completions at `level` are recorded.
@@ -181,7 +177,7 @@ impl Estimator {
         }
         let total: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         if total < self.config.min_samples as u64 {
-            self.adapt_sampling(total, false);
+            self.adapt_sampling(total);
             return;
         }
         // Samples recorded while we sweep land in this window or the next: never lost.
@@ -191,7 +187,7 @@ impl Estimator {
             .map(|b| b.swap(0, Ordering::Relaxed))
             .collect();
         let total = counts.iter().sum();
-        self.adapt_sampling(total, true);
+        self.adapt_sampling(total);
         let p = percentile_of(&counts, total, self.config.percentile);
         let estimate =
             mul_f64_saturating(p, self.config.multiplier).clamp(self.config.min, self.config.max);

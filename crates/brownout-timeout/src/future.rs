@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use brownout_core::{BoxError, LoadLevel, RejectReason, Rejected};
 use pin_project_lite::pin_project;
@@ -47,10 +48,14 @@ pin_project! {
 }
 
 pin_project! {
+    /// The timer of one request, created only when its response is not ready at once.
     #[project = TimerProj]
-    enum Timer {
+    pub(crate) enum Timer {
         // Not yet created: the inner future has not been pending yet.
         Unarmed { deadline: Instant },
+        // Not yet created, and the arrival time was not read (no caller deadline, not a
+        // latency sample): the deadline is `timeout` after the first pending poll.
+        Deferred { timeout: Duration },
         Armed {
             #[pin]
             sleep: Sleep,
@@ -73,6 +78,16 @@ impl Timer {
                     sleep: sleep_until(deadline),
                 });
             }
+            TimerProj::Deferred { timeout } => match Instant::now().checked_add(*timeout) {
+                Some(deadline) => self.set(Timer::Armed {
+                    sleep: sleep_until(deadline),
+                }),
+                // Too far away to represent: no timer at all.
+                None => {
+                    self.set(Timer::Never);
+                    return Poll::Pending;
+                }
+            },
             TimerProj::Armed { .. } => {}
         }
         match self.project() {
@@ -85,7 +100,8 @@ impl Timer {
 /// What the future needs to record its outcome.
 pub(crate) struct Ctx {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) start: Instant,
+    /// When the request arrived, if that was read (always for a latency sample).
+    pub(crate) start: Option<Instant>,
     pub(crate) level: LoadLevel,
     /// Record a success as a latency sample.
     pub(crate) learn: bool,
@@ -98,12 +114,20 @@ impl Ctx {
     #[inline]
     fn completed(&self, ok: bool) {
         if ok && self.learn {
+            self.record_sample();
+        }
+        self.shared.metrics.admitted(None, self.level);
+    }
+
+    /// Records the time since `start` as a latency sample (a learning request always has
+    /// a `start`).
+    fn record_sample(&self) {
+        if let Some(start) = self.start {
             let now = Instant::now();
             self.shared
                 .estimator
-                .record(now.saturating_duration_since(self.start), now);
+                .record(now.saturating_duration_since(start), now);
         }
-        self.shared.metrics.admitted(None, self.level);
     }
 
     #[cold]
@@ -111,10 +135,7 @@ impl Ctx {
         if self.learn_timeout {
             // The request took at least this long: a lower bound that lets the estimate
             // grow when latency rises above the timeout (otherwise it could never learn).
-            let now = Instant::now();
-            self.shared
-                .estimator
-                .record(now.saturating_duration_since(self.start), now);
+            self.record_sample();
         }
         let rejected = Rejected::new(RejectReason::Timeout, self.level);
         self.shared.metrics.rejected(&rejected);
@@ -124,11 +145,7 @@ impl Ctx {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn running(fut: F, deadline: Option<Instant>, ctx: Ctx) -> Self {
-        let timer = match deadline {
-            Some(deadline) => Timer::Unarmed { deadline },
-            None => Timer::Never,
-        };
+    pub(crate) fn running(fut: F, timer: Timer, ctx: Ctx) -> Self {
         ResponseFuture {
             state: State::Running { fut, timer, ctx },
         }
@@ -181,7 +198,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         match &self.state {
             State::Running { timer, ctx, .. } => {
                 let timer = match timer {
-                    Timer::Unarmed { .. } => "unarmed",
+                    Timer::Unarmed { .. } | Timer::Deferred { .. } => "unarmed",
                     Timer::Armed { .. } => "armed",
                     Timer::Never => "none",
                 };

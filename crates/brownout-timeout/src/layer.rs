@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brownout_core::LoadSignal;
+use brownout_core::clock::Sampler;
 use tower_layer::Layer;
 
 use crate::{AdaptiveTimeout, AdaptiveTimeoutConfig, HttpDeadline, NoDeadline, Shared};
@@ -113,7 +114,7 @@ impl<S, D: Clone> Layer<S> for AdaptiveTimeoutLayer<D> {
             shared: self.shared.clone(),
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
-            countdown: 0,
+            sampler: Sampler::new(),
         }
     }
 }

@@ -32,7 +32,7 @@
 //!
 //! ```text
 //! timeout(level) = clamp(multiplier × p(percentile), min, max) × timeout_scale[level]
-//! effective      = min(now + timeout(level), caller's deadline)
+//! effective      = min(arrival + timeout(level), caller's deadline)
 //! ```
 //!
 //! - `p(percentile)` is the chosen percentile (default p99) of the latencies of the last
@@ -72,10 +72,17 @@
 //!
 //! # Cost
 //!
-//! The timer is created only if the inner future is pending on its first poll, inline in the
-//! [`ResponseFuture`] (no `Box`); a request answered at once creates no timer. Each request
-//! reads the clock once and clones one `Arc` (as tower's `Timeout` does for its `Sleep`);
-//! sampled requests read it again at completion and add one atomic increment.
+//! The clock is read only when its value is used (see [`brownout_core::clock`]): at `call`
+//! when the request is a latency sample or carries a caller deadline (or, for
+//! [`HttpDeadline`], always: `grpc-timeout` is relative and the effective deadline is
+//! written into the request). Otherwise the layer's own timer starts when the response
+//! future is **first found pending**, not at `call` — in hyper, axum and tonic the first poll
+//! follows `call` at once, so the two differ by nanoseconds; a caller that builds the future
+//! and polls it much later gets the full timeout from the first poll. A response ready at
+//! once then costs no clock read and no timer; one that is pending costs one clock read and
+//! one `Sleep`, created inline in the [`ResponseFuture`] (no `Box`), as tower's `Timeout`
+//! does at every `call`. Every request clones one `Arc`; sampled requests read the clock
+//! again at completion and add one atomic increment.
 //!
 //! # Cancel safety
 //!
@@ -104,16 +111,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use brownout_core::clock::{LazyNow, Sampler};
 use brownout_core::telemetry::DecisionMetrics;
 use brownout_core::{BoxError, Deadline, LoadLevel, LoadSignal, RejectReason, Rejected};
-use tokio::time::Instant;
 use tower_service::Service;
 
 pub use crate::config::{AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig};
 pub use crate::deadline::{CallerDeadline, HttpDeadline, NoDeadline};
 use crate::estimator::Estimator;
-use crate::future::Ctx;
 pub use crate::future::ResponseFuture;
+use crate::future::{Ctx, Timer};
 pub use crate::layer::AdaptiveTimeoutLayer;
 
 /// State shared by every service of one layer and all their clones.
@@ -141,8 +148,8 @@ pub struct AdaptiveTimeout<S, D = HttpDeadline> {
     shared: Arc<Shared>,
     signal: LoadSignal,
     deadline: D,
-    /// Requests until the next latency sample (see `max_sample_every`).
-    countdown: u32,
+    /// Picks the latency samples of this clone (see `max_sample_every`).
+    sampler: Sampler,
 }
 
 brownout_core::impl_inner_access!(AdaptiveTimeout<S, D>);
@@ -156,7 +163,7 @@ impl<S> AdaptiveTimeout<S, HttpDeadline> {
             shared: Arc::new(Shared::new(config)),
             signal: LoadSignal::default(),
             deadline: HttpDeadline::new(),
-            countdown: 0,
+            sampler: Sampler::new(),
         }
     }
 }
@@ -176,7 +183,7 @@ impl<S, D> AdaptiveTimeout<S, D> {
             shared: self.shared,
             signal: self.signal,
             deadline,
-            countdown: self.countdown,
+            sampler: self.sampler,
         }
     }
 
@@ -206,13 +213,7 @@ impl<S, D> AdaptiveTimeout<S, D> {
     /// Whether this request is a latency sample.
     #[inline]
     fn take_sample(&mut self) -> bool {
-        if self.countdown == 0 {
-            self.countdown = self.shared.estimator.sample_every() - 1;
-            true
-        } else {
-            self.countdown -= 1;
-            false
-        }
+        self.sampler.sample(&self.shared.estimator.rate)
     }
 
     #[cold]
@@ -231,7 +232,7 @@ impl<S: Clone, D: Clone> Clone for AdaptiveTimeout<S, D> {
             shared: self.shared.clone(),
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
-            countdown: 0,
+            sampler: Sampler::new(),
         }
     }
 }
@@ -264,23 +265,47 @@ where
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let level = self.signal.level();
-        let start = Instant::now();
         let estimator = &self.shared.estimator;
-        // `None`: no timer (no timeout, or one too large to add to `start`).
-        let own = estimator.timeout(level).and_then(|t| start.checked_add(t));
-        let caller = self.deadline.caller_deadline(&req, start);
-        let (deadline, by_caller) = match (own, caller) {
-            (Some(own), Some(caller)) if caller < own => (Some(caller), true),
-            (Some(own), _) => (Some(own), false),
-            (None, caller) => (caller, caller.is_some()),
-        };
-        if let Some(deadline) = deadline {
-            if deadline <= start {
-                return ResponseFuture::rejected(self.reject_now(level));
-            }
-            self.deadline.propagate(&mut req, Deadline::at(deadline));
-        }
+        // `None`: no timer (no timeout at this level).
+        let timeout = estimator.timeout(level);
+        let mut now = LazyNow::new();
+        let caller = self.deadline.caller_deadline_lazy(&req, &mut now);
         let learn = estimator.learns_at(level) && self.take_sample();
+        if learn || caller.is_some() {
+            now.get();
+        }
+        let (timer, start, by_caller) = match now.peek() {
+            // The arrival time is known: the deadline counts from it, as tower's `Timeout`.
+            Some(start) => {
+                // `None`: no own timer (none at this level, or too large to add to `start`).
+                let own = timeout.and_then(|t| start.checked_add(t));
+                let (deadline, by_caller) = match (own, caller) {
+                    (Some(own), Some(caller)) if caller < own => (Some(caller), true),
+                    (Some(own), _) => (Some(own), false),
+                    (None, caller) => (caller, caller.is_some()),
+                };
+                let timer = match deadline {
+                    Some(deadline) if deadline <= start => {
+                        return ResponseFuture::rejected(self.reject_now(level));
+                    }
+                    Some(deadline) => {
+                        self.deadline.propagate(&mut req, Deadline::at(deadline));
+                        Timer::Unarmed { deadline }
+                    }
+                    None => Timer::Never,
+                };
+                (timer, Some(start), by_caller)
+            }
+            // No caller deadline and not a sample: no clock read here. The timer starts when
+            // the response is first found pending; one answered at once never reads the clock.
+            None => match timeout {
+                Some(timeout) if timeout.is_zero() => {
+                    return ResponseFuture::rejected(self.reject_now(level));
+                }
+                Some(timeout) => (Timer::Deferred { timeout }, None, false),
+                None => (Timer::Never, None, false),
+            },
+        };
         let ctx = Ctx {
             shared: self.shared.clone(),
             start,
@@ -288,6 +313,6 @@ where
             learn,
             learn_timeout: learn && !by_caller,
         };
-        ResponseFuture::running(self.inner.call(req), deadline, ctx)
+        ResponseFuture::running(self.inner.call(req), timer, ctx)
     }
 }

@@ -543,6 +543,75 @@ fn ready_inner_service_needs_no_timer_and_no_runtime() {
     }
 }
 
+/// Calls `svc` now, waits `idle` before the first poll, then awaits the response.
+async fn call_then_poll_later<S>(svc: &mut S, ms: u64, idle: Duration) -> Result<u64, BoxError>
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    let fut = svc.ready().await.unwrap().call(ms);
+    sleep(idle).await;
+    fut.await
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsampled_request_without_a_deadline_is_timed_from_its_first_pending_poll() {
+    // At High nothing is learned, so no request is a sample; without a caller deadline the
+    // layer reads no clock at `call`, and the 100 ms timer (200 ms × 0.5) starts when the
+    // response is first found pending.
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(200 * MS)
+        .build()
+        .unwrap();
+    let mut svc = timed(config, LoadSignal::fixed(LoadLevel::High));
+    assert_eq!(svc.current_timeout(), Some(100 * MS));
+    let start = Instant::now();
+    // Polled 60 ms after `call`, answered 80 ms after that: within 100 ms of the first poll.
+    assert_eq!(
+        call_then_poll_later(&mut svc, 80, 60 * MS).await.unwrap(),
+        80
+    );
+    assert_eq!(start.elapsed(), 140 * MS);
+    // 120 ms after the first poll: cut at 100 ms after it.
+    let start = Instant::now();
+    assert!(is_timeout(
+        &call_then_poll_later(&mut svc, 120, 60 * MS)
+            .await
+            .unwrap_err()
+    ));
+    assert_eq!(start.elapsed(), 160 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sampled_request_is_timed_from_call_like_tower() {
+    // `config()` times every request: the arrival time is read at `call` and the 100 ms
+    // deadline counts from there, however late the first poll.
+    let mut svc = timed(config(), LoadSignal::default());
+    let start = Instant::now();
+    assert!(is_timeout(
+        &call_then_poll_later(&mut svc, 80, 60 * MS)
+            .await
+            .unwrap_err()
+    ));
+    assert_eq!(start.elapsed(), 100 * MS);
+    // A caller deadline is absolute, so the arrival time is read at `call` even for a
+    // request that is not a sample (at High, own timeout 200 ms × 0.5 = 100 ms).
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(200 * MS)
+        .build()
+        .unwrap();
+    let mut svc = AdaptiveTimeoutLayer::new(config)
+        .with_signal(LoadSignal::fixed(LoadLevel::High))
+        .caller_deadline(|_: &u64| Some(Deadline::after(70 * MS)))
+        .layer(sleeper());
+    let start = Instant::now();
+    assert!(is_timeout(
+        &call_then_poll_later(&mut svc, 30, 60 * MS)
+            .await
+            .unwrap_err()
+    ));
+    assert_eq!(start.elapsed(), 70 * MS);
+}
+
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_boxed_and_teach_nothing() {
     let inner = service_fn(|_: u64| async { Err::<u64, _>(std::io::Error::other("boom")) });
