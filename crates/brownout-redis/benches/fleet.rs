@@ -79,12 +79,20 @@ fn hot_path(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
     assert!(down_fleet.status().is_fallback());
     let mut fallback = FleetRateLimitLayer::new(&down_fleet, high).layer(bare());
 
+    // tower's RateLimit: a budget of 10⁹ per second, so it never waits.
+    let mut tower_rate = tower::limit::RateLimit::new(
+        bare(),
+        tower::limit::rate::Rate::new(1_000_000_000, Duration::from_secs(1)),
+    );
     let governor = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
     let mut inner = bare();
 
     let mut group = c.benchmark_group("fleet_rate/admit");
     group.bench_function("bare service (baseline)", |b| {
         b.iter(|| call_once(&mut inner));
+    });
+    group.bench_function("tower RateLimit (local)", |b| {
+        b.iter(|| call_once(&mut tower_rate));
     });
     group.bench_function("governor direct check + service", |b| {
         b.iter(|| {

@@ -32,7 +32,10 @@ impl RedisServer {
                     "redis-server is not on PATH and BROWNOUT_REQUIRE_REDIS=1: run scripts/redis.sh to install it"
                 );
             }
-            eprintln!(
+            // Straight to stderr, past the test harness's output capture, so it shows.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!! SKIPPED {test}: redis-server is not on PATH (run scripts/redis.sh; set BROWNOUT_REQUIRE_REDIS=1 to make this a failure) !!!!!\n"
             );
             return None;
