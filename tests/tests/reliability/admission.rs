@@ -68,7 +68,11 @@ async fn rel_01_poll_ready_without_call_holds_nothing() {
     assert_eq!(response.status(), 200, "{:?}", response.body());
     assert_eq!(backend.calls(), 1);
     assert_eq!(admission.in_flight(), 0);
-    assert_eq!(shutdown.counts().admitted, 1, "only the real request was seen");
+    assert_eq!(
+        shutdown.counts().admitted,
+        1,
+        "only the real request was seen"
+    );
     drop(idle);
 }
 
@@ -154,7 +158,11 @@ async fn rel_02_dropped_futures_return_permits_slots_budget_and_probes() {
         let mut req = with_mode("high", "fail");
         req.extensions_mut().insert(Idempotent(false));
         let response = svc.clone().oneshot(req).await.unwrap();
-        assert_eq!(response.status(), 500, "a failed dependency is an opaque 500");
+        assert_eq!(
+            response.status(),
+            500,
+            "a failed dependency is an opaque 500"
+        );
     }
     assert_eq!(breaker_handle.state(), BreakerState::Open);
     let response = svc.clone().oneshot(get("high")).await.unwrap();
@@ -217,7 +225,11 @@ async fn rel_03_thousand_clones_racing_respect_the_limit_together() {
         ok, 1000,
         "a queue of 2000 with a 30 s allowance serves everyone"
     );
-    assert!(gauge.peak() <= LIMIT, "peak {} > limit {LIMIT}", gauge.peak());
+    assert!(
+        gauge.peak() <= LIMIT,
+        "peak {} > limit {LIMIT}",
+        gauge.peak()
+    );
     assert_eq!(gauge.total(), 1000);
     assert_eq!(brownout.admission().unwrap().in_flight(), 0);
 }
@@ -245,7 +257,11 @@ async fn rel_04_handler_panic_answers_500_and_releases_everything() {
     assert_eq!(shutdown.in_flight(), 0);
     assert_eq!(backend.gauge().now(), 0);
     let response = svc.ready().await.unwrap().call(get("high")).await.unwrap();
-    assert_eq!(response.status(), 200, "admitted at once: the permit came back");
+    assert_eq!(
+        response.status(),
+        200,
+        "admitted at once: the permit came back"
+    );
 
     // The same through an axum Router: the panic is answered, the route keeps serving.
     let router = Router::new()
@@ -293,7 +309,11 @@ async fn rel_05_streaming_body_permit_released_at_head_and_drain_waits_for_the_b
     let response = svc.clone().oneshot(events).await.unwrap();
     let admission = brownout.admission().unwrap();
     assert_eq!(admission.in_flight(), 0, "permit returned with the head");
-    assert_eq!(shutdown.in_flight(), 1, "the body guard holds it until the body ends");
+    assert_eq!(
+        shutdown.in_flight(),
+        1,
+        "the body guard holds it until the body ends"
+    );
     // With a limit of 1, another request is admitted while the stream is open.
     let other = svc.clone().oneshot(get("low")).await.unwrap();
     let other_body = other.into_body().collect().await.unwrap().to_bytes();
@@ -302,14 +322,19 @@ async fn rel_05_streaming_body_permit_released_at_head_and_drain_waits_for_the_b
     shutdown.trigger();
     let mut drained = spawn(shutdown.drained());
     sleep(Duration::from_secs(5)).await;
-    assert!(drained.poll().is_pending(), "the drain waits for the open stream");
+    assert!(
+        drained.poll().is_pending(),
+        "the drain waits for the open stream"
+    );
     let refused = svc.clone().oneshot(get("high")).await.unwrap_err();
     assert_eq!(
         Rejected::find(&*refused).unwrap().reason(),
         RejectReason::ShuttingDown
     );
 
-    tx.send(Bytes::from_static(b"data: last\n\n")).await.unwrap();
+    tx.send(Bytes::from_static(b"data: last\n\n"))
+        .await
+        .unwrap();
     drop(tx);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"data: last\n\n");
@@ -317,7 +342,10 @@ async fn rel_05_streaming_body_permit_released_at_head_and_drain_waits_for_the_b
     drained.await;
     let report = shutdown.wait().await;
     assert!(report.drained, "{report}");
-    assert_eq!((report.completed, report.aborted, report.rejected), (2, 0, 1));
+    assert_eq!(
+        (report.completed, report.aborted, report.rejected),
+        (2, 0, 1)
+    );
 }
 
 /// RELIABILITY #6: overload behind an axum `Router` (always ready) is shed with 503 +
@@ -353,7 +381,11 @@ async fn rel_06_overload_behind_axum_router_is_shed_not_queued_without_bound() {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     let admission = brownout.admission().unwrap();
-    assert!(admission.queued() <= 4, "queue bounded: {}", admission.queued());
+    assert!(
+        admission.queued() <= 4,
+        "queue bounded: {}",
+        admission.queued()
+    );
     assert!(admission.in_flight() <= 2);
 
     let mut codes = Vec::new();
@@ -393,7 +425,8 @@ async fn rel_08_full_queue_evicts_lowest_class_and_low_is_not_starved() {
     let backend = Backend::default();
     let svc = brownout.layer().layer(backend.clone());
     let admission = brownout.admission().unwrap();
-    let send = |priority: &str, id: &str| tokio::spawn(svc.clone().oneshot(tagged(priority, "hold", id)));
+    let send =
+        |priority: &str, id: &str| tokio::spawn(svc.clone().oneshot(tagged(priority, "hold", id)));
     let settle = || sleep(Duration::from_millis(1));
 
     let first = send("critical", "first");
@@ -433,7 +466,10 @@ async fn rel_08_full_queue_evicts_lowest_class_and_low_is_not_starved() {
     }
     let step = served_low_at.expect("the Low request was served");
     assert!(step <= 10, "Low served after {step} permits, bound 500 ms");
-    assert!(admission.queued_of(brownout::Priority::High) >= 1, "while High still waited");
+    assert!(
+        admission.queued_of(brownout::Priority::High) >= 1,
+        "while High still waited"
+    );
     assert_eq!(backend.served()[0], "first");
     backend.release(100);
     for call in rest {
@@ -477,13 +513,10 @@ async fn rel_09_adaptive_limits_stay_at_least_min_under_errors_and_latency() {
         sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(admission.limit(), 1, "AIMD backed off to its minimum");
-    let response = tokio::time::timeout(
-        Duration::from_millis(1),
-        svc.clone().oneshot(get("high")),
-    )
-    .await
-    .expect("admitted at once")
-    .unwrap();
+    let response = tokio::time::timeout(Duration::from_millis(1), svc.clone().oneshot(get("high")))
+        .await
+        .expect("admitted at once")
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     // Gradient: latency keeps growing.
@@ -515,7 +548,10 @@ async fn rel_09_adaptive_limits_stay_at_least_min_under_errors_and_latency() {
         }
         min_seen = min_seen.min(admission.limit());
     }
-    assert!(min_seen >= 2, "gradient limit went below its minimum: {min_seen}");
+    assert!(
+        min_seen >= 2,
+        "gradient limit went below its minimum: {min_seen}"
+    );
     let response = svc.oneshot(get("high")).await.unwrap();
     assert_eq!(response.status(), 200);
 }
@@ -537,7 +573,11 @@ async fn rel_24_waiting_request_woken_once_without_self_wake() {
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
     }
     sleep(Duration::from_millis(100)).await;
-    assert_eq!(counter.wakes(), 0, "pending polls and time passing do not wake it");
+    assert_eq!(
+        counter.wakes(),
+        0,
+        "pending polls and time passing do not wake it"
+    );
     assert_eq!(brownout.admission().unwrap().queued(), 1);
 
     backend.release(1);

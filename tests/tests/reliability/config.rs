@@ -33,8 +33,7 @@ async fn rel_10_bad_configuration_refused_at_build_naming_the_field() {
             "admission.limit",
         ),
         (
-            Brownout::builder()
-                .admission(|a| a.queue_timeout(QueueTimeout::fixed(Duration::ZERO))),
+            Brownout::builder().admission(|a| a.queue_timeout(QueueTimeout::fixed(Duration::ZERO))),
             "admission.queue_timeout",
         ),
         (
@@ -50,8 +49,7 @@ async fn rel_10_bad_configuration_refused_at_build_naming_the_field() {
             "admission.rate",
         ),
         (
-            Brownout::builder()
-                .admission(|a| a.rate_limit(RateLimit::per_second(f64::INFINITY))),
+            Brownout::builder().admission(|a| a.rate_limit(RateLimit::per_second(f64::INFINITY))),
             "admission.rate",
         ),
         (
@@ -79,9 +77,8 @@ async fn rel_10_bad_configuration_refused_at_build_naming_the_field() {
             "timeout.multiplier",
         ),
         (
-            Brownout::builder().timeout(|t| {
-                t.min(Duration::from_secs(2)).max(Duration::from_secs(1))
-            }),
+            Brownout::builder()
+                .timeout(|t| t.min(Duration::from_secs(2)).max(Duration::from_secs(1))),
             "timeout.",
         ),
     ];
@@ -139,7 +136,11 @@ async fn rel_10_bad_configuration_refused_at_build_naming_the_field() {
 /// the monitor's detector task is gone.
 #[tokio::test(start_paused = true)]
 async fn rel_19_publisher_dropped_readers_keep_the_last_level_without_busy_loop() {
-    let alive = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     let baseline = alive();
     let brownout = Brownout::builder().build().unwrap();
     assert!(alive() > baseline, "the monitor's detector task runs");
@@ -167,8 +168,13 @@ async fn rel_19_publisher_dropped_readers_keep_the_last_level_without_busy_loop(
     let (publisher, signal) = LoadSignal::channel(LoadLevel::Normal);
     let svc = ServiceBuilder::new()
         .layer(brownout::http::RejectionResponseLayer::new().with_level_header(signal.clone()))
-        .layer(brownout::ClassifyLayer::new(brownout::http::HttpClassifier::default()))
-        .layer(LoadShedLayer::new(LoadShedConfig::builder().no_smooth().build().unwrap()).with_signal(signal.clone()))
+        .layer(brownout::ClassifyLayer::new(
+            brownout::http::HttpClassifier::default(),
+        ))
+        .layer(
+            LoadShedLayer::new(LoadShedConfig::builder().no_smooth().build().unwrap())
+                .with_signal(signal.clone()),
+        )
         .service(Backend::default());
     publisher.publish(LoadLevel::High);
     drop(publisher);

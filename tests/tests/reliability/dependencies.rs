@@ -34,7 +34,9 @@ fn stack() -> Brownout {
 }
 
 /// A dependency that always fails and logs the instant of every attempt.
-fn failing(log: Log<Instant>) -> impl Service<
+fn failing(
+    log: Log<Instant>,
+) -> impl Service<
     http::Request<String>,
     Response = http::Response<String>,
     Error = BoxError,
@@ -81,7 +83,11 @@ async fn rel_11_backoff_monotone_saturating_never_zero_through_70_attempts() {
     assert!(gaps.windows(2).all(|w| w[0] <= w[1]), "monotone: {gaps:?}");
     assert!(gaps.iter().all(|g| *g <= hour), "capped: {gaps:?}");
     assert_eq!(gaps[0], Duration::from_millis(1));
-    assert_eq!(gaps[63..], [hour; 6], "attempt 64 onwards sleep the maximum");
+    assert_eq!(
+        gaps[63..],
+        [hour; 6],
+        "attempt 64 onwards sleep the maximum"
+    );
 
     // Extreme configurations: huge multiplier, huge base, attempt 64, 1000 and u32::MAX.
     for (base, max, multiplier) in [
@@ -162,10 +168,16 @@ async fn rel_12_uncopyable_body_or_empty_budget_means_one_attempt_and_the_origin
     assert_eq!(attempts.items(), vec![16], "sent once, whole");
     assert_eq!(retry.stats().not_cloneable, 1);
 
-    let small = http::Request::put("/doc").body(streamed(&[b"tiny"])).unwrap();
+    let small = http::Request::put("/doc")
+        .body(streamed(&[b"tiny"]))
+        .unwrap();
     let response = svc.oneshot(small).await.unwrap();
     assert_eq!(response.status(), 500);
-    assert_eq!(attempts.items(), vec![16, 4, 4, 4], "a copyable body is retried");
+    assert_eq!(
+        attempts.items(),
+        vec![16, 4, 4, 4],
+        "a copyable body is retried"
+    );
 
     // An empty budget: no floor, no ratio.
     let attempts = Attempts::default();
@@ -182,7 +194,9 @@ async fn rel_12_uncopyable_body_or_empty_budget_means_one_attempt_and_the_origin
         .layer(BufferBodyLayer::new(1024))
         .layer(retry.clone())
         .service(failing_reader(attempts.clone()));
-    let req = http::Request::put("/doc").body(streamed(&[b"tiny"])).unwrap();
+    let req = http::Request::put("/doc")
+        .body(streamed(&[b"tiny"]))
+        .unwrap();
     let response = svc.oneshot(req).await.unwrap();
     assert_eq!(response.status(), 500, "the original error");
     assert_eq!(attempts.items(), vec![4], "no retry from an empty budget");
@@ -248,7 +262,11 @@ where
         + Clone,
 {
     for _ in 0..3 {
-        let response = svc.clone().oneshot(with_mode("high", "fail")).await.unwrap();
+        let response = svc
+            .clone()
+            .oneshot(with_mode("high", "fail"))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 500);
     }
 }
@@ -319,12 +337,19 @@ async fn rel_15_dropped_or_hung_probe_never_leaves_the_breaker_half_open() {
     sleep(Duration::from_secs(5)).await;
     let probe = tokio::spawn(svc.clone().oneshot(with_mode("high", "hold")));
     sleep(Duration::from_millis(1)).await;
-    assert_eq!((backend.held(), handle.state()), (1, BreakerState::HalfOpen));
+    assert_eq!(
+        (backend.held(), handle.state()),
+        (1, BreakerState::HalfOpen)
+    );
     probe.abort();
     sleep(Duration::from_millis(1)).await;
     assert_eq!(backend.held(), 0);
     let response = svc.clone().oneshot(get("high")).await.unwrap();
-    assert_eq!(response.status(), 200, "the slot came back: this was the probe");
+    assert_eq!(
+        response.status(),
+        200,
+        "the slot came back: this was the probe"
+    );
     assert_eq!(handle.state(), BreakerState::Closed);
 
     // Hung: the probe never answers.
@@ -338,7 +363,11 @@ async fn rel_15_dropped_or_hung_probe_never_leaves_the_breaker_half_open() {
     let response = hung.await.unwrap().unwrap();
     assert_eq!(response.status(), 504, "cut at the probe timeout");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    assert_eq!(handle.state(), BreakerState::Open, "reopened, not stuck half-open");
+    assert_eq!(
+        handle.state(),
+        BreakerState::Open,
+        "reopened, not stuck half-open"
+    );
     assert_eq!(handle.snapshot().trips, trips + 1);
     assert_eq!(backend.held(), 0, "the hung call was dropped");
     // After the (grown) open duration a new probe closes it.

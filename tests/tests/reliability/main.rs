@@ -1,7 +1,10 @@
 //! The reliability suite (RELIABILITY.md), integrated: every case through the facade's stack.
 
 mod admission;
-mod support;
-mod dependencies;
+#[path = "../common/mod.rs"]
+mod common;
 mod config;
+mod dependencies;
+mod shutdown;
+mod support;
 mod timeouts;

@@ -43,7 +43,11 @@ async fn rel_16_response_ready_at_the_deadline_wins_deterministically() {
     let svc = brownout.layer().layer(Backend::default());
     for _ in 0..20 {
         let started = Instant::now();
-        let response = svc.clone().oneshot(with_mode("high", "sleep-100")).await.unwrap();
+        let response = svc
+            .clone()
+            .oneshot(with_mode("high", "sleep-100"))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{:?}", response.body());
         assert_eq!(started.elapsed(), ms(100));
     }
@@ -99,7 +103,11 @@ async fn rel_17_past_deadline_refused_at_once_and_duration_max_means_no_timer() 
     req.headers_mut()
         .insert("grpc-timeout", http::HeaderValue::from_static("10m"));
     let response = svc.oneshot(req).await.unwrap();
-    assert_eq!(response.status(), 504, "the caller's deadline still applies");
+    assert_eq!(
+        response.status(),
+        504,
+        "the caller's deadline still applies"
+    );
 }
 
 /// RELIABILITY #18: with no samples the initial timeout applies; after windows holding one
@@ -111,9 +119,17 @@ async fn rel_18_no_samples_use_the_initial_timeout_and_an_outlier_stays_within_b
     let brownout = timed(ms(300), ms(50), ms(2000));
     let svc = brownout.layer().layer(Backend::default());
     let started = Instant::now();
-    let response = svc.clone().oneshot(with_mode("high", "sleep-1000")).await.unwrap();
+    let response = svc
+        .clone()
+        .oneshot(with_mode("high", "sleep-1000"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 504);
-    assert_eq!(started.elapsed(), ms(300), "no samples: the initial timeout");
+    assert_eq!(
+        started.elapsed(),
+        ms(300),
+        "no samples: the initial timeout"
+    );
 
     for window in 0..5 {
         let mut calls = Vec::new();
@@ -132,10 +148,17 @@ async fn rel_18_no_samples_use_the_initial_timeout_and_an_outlier_stays_within_b
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let started = Instant::now();
-    let response = svc.clone().oneshot(with_mode("high", "sleep-2001")).await.unwrap();
+    let response = svc
+        .clone()
+        .oneshot(with_mode("high", "sleep-2001"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 504, "longer than max: cut");
     let cut_after = started.elapsed();
-    assert!(cut_after >= ms(50) && cut_after <= ms(2000), "{cut_after:?}");
+    assert!(
+        cut_after >= ms(50) && cut_after <= ms(2000),
+        "{cut_after:?}"
+    );
     let response = svc.oneshot(with_mode("high", "sleep-49")).await.unwrap();
     assert_eq!(response.status(), 200, "shorter than min: never cut");
 }
