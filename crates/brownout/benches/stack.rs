@@ -350,7 +350,7 @@ fn per_layer(c: &mut Criterion) {
     let shed = || shed!(signal);
 
     let mut s1 = retry().layer(Echo);
-    bench(&mut group, "1_retry", &mut s1, &mut cx);
+    bench(&mut group, "1_retry (= retry alone)", &mut s1, &mut cx);
     let mut s2 = breaker().layer(retry().layer(Echo));
     bench(&mut group, "2_breaker_retry", &mut s2, &mut cx);
     let mut s3 = timeout().layer(breaker().layer(retry().layer(Echo)));
@@ -385,6 +385,15 @@ fn per_layer(c: &mut Criterion) {
     bench(&mut group, "alone_timeout", &mut alone_timeout, &mut cx);
     let mut alone_breaker = breaker().layer(Echo);
     bench(&mut group, "alone_breaker", &mut alone_breaker, &mut cx);
+
+    // For scale: one clock read (most layers read the clock once or twice per request; the
+    // workspace's dev builds compile tokio with `test-util`, whose clock takes a lock).
+    group.bench_function("reference_tokio_Instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    group.bench_function("reference_std_Instant_now", |b| {
+        b.iter(|| black_box(Instant::now()))
+    });
     group.finish();
 }
 
