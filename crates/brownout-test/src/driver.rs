@@ -605,3 +605,228 @@ pub(crate) fn max_level(levels: &[LevelChange]) -> LoadLevel {
         .max()
         .unwrap_or(LoadLevel::Normal)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChaosLayer, Faults, MockBackend};
+    use proptest::prelude::*;
+    use std::convert::Infallible;
+    use tower::{Layer, service_fn};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn driver(rate: f64, secs: u64) -> LoadDriverBuilder {
+        LoadDriver::builder()
+            .rate(rate)
+            .duration(Duration::from_secs(secs))
+            .deadline(ms(500))
+    }
+
+    #[test]
+    fn plan_is_seeded_and_follows_the_rate_and_mix() {
+        let d = driver(1000.0, 20).seed(3).build().unwrap();
+        let plan = d.plan(|_, _| ());
+        assert_eq!(plan, d.plan(|_, _| ()));
+        let expected = 20_000.0;
+        assert!(
+            (plan.len() as f64 - expected).abs() < expected * 0.03,
+            "{}",
+            plan.len()
+        );
+        let high = plan.iter().filter(|p| p.priority == Priority::High).count() as f64;
+        assert!((high / plan.len() as f64 - 0.30).abs() < 0.01);
+        assert!(plan.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(plan.iter().all(|p| p.at.subsec_nanos() % 1_000_000 == 0));
+        let other = driver(1000.0, 20).seed(4).build().unwrap().plan(|_, _| ());
+        assert_ne!(plan, other);
+        let only = driver(100.0, 10)
+            .classes(&[Priority::Critical, Priority::Low])
+            .build()
+            .unwrap()
+            .plan(|_, _| ());
+        assert!(
+            only.iter()
+                .all(|p| matches!(p.priority, Priority::Critical | Priority::Low))
+        );
+        assert!(driver(0.0, 10).build().unwrap().plan(|_, _| ()).is_empty());
+    }
+
+    #[test]
+    fn planner_draws_from_the_same_stream_after_the_class() {
+        let d = driver(50.0, 4).seed(9).build().unwrap();
+        let with_data = d.plan(|p, draw| (p, draw.unit()));
+        assert!(with_data.iter().all(|p| p.data.0 == p.priority));
+        // Drawing more per request shifts the later arrivals: one stream, as documented.
+        let without = d.plan(|_, _| ());
+        assert_eq!(with_data[0].at, without[0].at);
+        assert_ne!(
+            with_data.iter().map(|p| p.at).collect::<Vec<_>>(),
+            without.iter().map(|p| p.at).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_capacity_everything_is_answered_with_its_latency() {
+        let backend = MockBackend::new(4, ms(10));
+        let d = driver(0.5 * backend.capacity(), 4).build().unwrap();
+        let summary = d.run(backend.clone(), |_| ()).await;
+        let total = summary.total();
+        assert!(total.sent > 600, "{summary}");
+        assert_eq!(total.ok, total.sent, "{summary}");
+        assert!(total.p50 >= ms(10) && total.max < ms(60), "{summary}");
+        assert_eq!(backend.stats().calls, total.sent);
+        assert_eq!(summary.records().len() as u64, total.sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hangs_time_out_failures_fail_panics_are_recorded() {
+        let backend = MockBackend::builder()
+            .workers(16)
+            .hang_rate(0.2)
+            .failure_rate(0.2)
+            .panic_rate(0.1)
+            .seed(5)
+            .build()
+            .unwrap();
+        let summary = driver(200.0, 2)
+            .build()
+            .unwrap()
+            .run(backend.clone(), |_| ())
+            .await;
+        let t = summary.total();
+        let stats = backend.stats();
+        assert_eq!(t.timed_out, stats.hung, "{summary}");
+        assert_eq!(t.failed, stats.failed, "{summary}");
+        assert_eq!(t.panicked, stats.panicked, "{summary}");
+        assert_eq!(t.ok, stats.served, "{summary}");
+        assert!(
+            t.timed_out > 0 && t.failed > 0 && t.panicked > 0,
+            "{summary}"
+        );
+        assert_eq!(t.sent, t.ok + t.failed + t.timed_out + t.panicked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejections_are_counted_by_reason_and_overloaded_apart() {
+        let refuse = service_fn(|class: Priority| async move {
+            match class {
+                Priority::Low => {
+                    Err::<(), BoxError>(Rejected::new(RejectReason::Shed, LoadLevel::High).into())
+                }
+                Priority::Background => Err(tower::load_shed::error::Overloaded::new().into()),
+                _ => Ok(()),
+            }
+        });
+        let summary = driver(500.0, 2).build().unwrap().run(refuse, |p| p).await;
+        let low = summary.class(Priority::Low);
+        assert_eq!(low.rejected(RejectReason::Shed), low.sent);
+        assert_eq!(low.success_rate(), 0.0);
+        let bg = summary.class(Priority::Background);
+        assert_eq!((bg.overloaded, bg.rejected_total()), (bg.sent, 0));
+        assert_eq!(summary.class(Priority::High).success_rate(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http_judge_reads_rejection_bodies_and_statuses() {
+        let answer = |status: u16, body: &'static str| {
+            let mut r = http::Response::new(body.to_owned());
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok::<_, BoxError>(r)
+        };
+        let judge = HttpJudge;
+        let verdict = |r| async move {
+            Judge::<http::Response<String>>::judge(&judge, r)
+                .await
+                .verdict
+        };
+        assert_eq!(
+            verdict(answer(503, "queue_full: the admission queue is full\n")).await,
+            Verdict::Rejected(RejectReason::QueueFull)
+        );
+        assert_eq!(
+            verdict(answer(429, "rate_limited: slow down\n")).await,
+            Verdict::Rejected(RejectReason::RateLimited)
+        );
+        assert_eq!(verdict(answer(503, "maintenance")).await, Verdict::Failed);
+        assert_eq!(verdict(answer(500, "shed: no")).await, Verdict::Failed);
+        assert_eq!(verdict(answer(404, "")).await, Verdict::Ok);
+        assert_eq!(verdict(Err("boom".into())).await, Verdict::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watched_levels_are_recorded_with_their_time() {
+        let (publisher, signal) = LoadSignal::channel(LoadLevel::Normal);
+        let svc = service_fn(|_: ()| async { Ok::<_, Infallible>(()) });
+        let d = driver(10.0, 2).watch(signal).build().unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(ms(500)).await;
+            publisher.publish(LoadLevel::High);
+            tokio::time::sleep(ms(500)).await;
+            publisher.publish(LoadLevel::Elevated);
+        });
+        let summary = d.run(svc, |_| ()).await;
+        assert_eq!(
+            summary.levels(),
+            &[
+                LevelChange {
+                    at: ms(500),
+                    level: LoadLevel::High
+                },
+                LevelChange {
+                    at: ms(1000),
+                    level: LoadLevel::Elevated
+                },
+            ]
+        );
+        assert_eq!(summary.max_level(), LoadLevel::High);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_are_deterministic_with_chaos_in_the_stack() {
+        let run = || async {
+            let backend = MockBackend::builder()
+                .workers(4)
+                .latency(crate::Latency::Exponential { mean: ms(10) })
+                .seed(2)
+                .build()
+                .unwrap();
+            let stack = ChaosLayer::builder()
+                .seed(3)
+                .all(
+                    Faults::none()
+                        .error_rate(0.1)
+                        .delay(0.2, crate::Latency::Fixed(ms(30))),
+                )
+                .build()
+                .unwrap()
+                .layer(backend);
+            driver(600.0, 3)
+                .seed(4)
+                .build()
+                .unwrap()
+                .run(stack, |_| ())
+                .await
+        };
+        let a = run().await;
+        assert_eq!(a, run().await);
+        assert!(a.total().failed > 0 && a.total().ok > 0, "{a}");
+    }
+
+    proptest! {
+        #[test]
+        fn rel_10_rate_and_mix_must_be_finite_and_non_negative(x in proptest::num::f64::ANY, i in 0usize..5) {
+            let valid = x.is_finite() && x >= 0.0;
+            prop_assert_eq!(LoadDriver::builder().rate(x).build().is_ok(), valid);
+            let mut mix = LoadDriverBuilder::DEFAULT_MIX;
+            mix[i] = x;
+            let built = LoadDriver::builder().mix(mix).build();
+            prop_assert_eq!(built.is_ok(), valid);
+            if let Err(err) = built {
+                prop_assert_eq!(err.field(), format!("mix[{}]", Priority::ALL[i]));
+            }
+        }
+    }
+}
