@@ -72,7 +72,8 @@ impl<A: Default> AnsweringLayer<A> {
 }
 
 impl<A> AnsweringLayer<A> {
-    /// Also stamps `x-load-level` from `signal` on every response that lacks one.
+    /// Also stamps `x-load-level` from `signal` on every response that lacks one: the level
+    /// when the request arrived (a rejection carries the level it was refused at).
     #[must_use]
     pub fn with_level_header(mut self, signal: LoadSignal) -> Self {
         self.signal = Some(signal);
@@ -133,6 +134,10 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // The level is read here (one atomic load) rather than when the response is ready:
+        // keeping a `LoadSignal` clone in every future would cost shared reference-count
+        // updates per request, which contend when many threads serve.
+        let level = self.signal.as_ref().map(LoadSignal::level);
         let state = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(future) => State::Running { future },
             Err(panic) => {
@@ -142,7 +147,7 @@ where
         };
         AnswerFuture {
             state,
-            signal: self.signal.clone(),
+            level,
             answer: self.answer.clone(),
         }
     }
@@ -171,7 +176,7 @@ pin_project! {
     pub struct AnswerFuture<F, A> {
         #[pin]
         state: State<F>,
-        signal: Option<LoadSignal>,
+        level: Option<LoadLevel>,
         answer: A,
     }
 }
@@ -214,11 +219,11 @@ where
                 }
             }
         };
-        if let Some(signal) = this.signal {
+        if let Some(level) = *this.level {
             response
                 .headers_mut()
                 .entry(LOAD_LEVEL_HEADER)
-                .or_insert_with(|| level_value(signal.level()));
+                .or_insert_with(|| level_value(level));
         }
         Poll::Ready(Ok(response))
     }
