@@ -151,6 +151,7 @@ fn commands_per_second(rt: &tokio::runtime::Runtime, url: &str) {
                     .unwrap()
                 })
                 .collect();
+            let server_before = server_commands(url).await;
             let before: Vec<u64> = fleets.iter().map(|f| f.status().redis_calls).collect();
             let run = Duration::from_secs(3);
             let mut tasks = Vec::new();
@@ -180,8 +181,14 @@ fn commands_per_second(rt: &tokio::runtime::Runtime, url: &str) {
                 .map(|(f, b)| (f.status().redis_calls - b) as f64 / run.as_secs_f64())
                 .collect();
             let per_instance = calls.iter().sum::<f64>() / calls.len() as f64;
+            // Cross-check with the server's own count (INFO commandstats, all commands but
+            // INFO itself), which also sees SCRIPT LOAD and the connection handshake.
+            let server = (server_commands(url).await - server_before) as f64
+                / run.as_secs_f64()
+                / instances as f64;
             println!(
                 "redis commands/s per instance at 10k req/s/instance, {label}: {per_instance:.0} \
+                 counted by the fleet, {server:.0} by INFO commandstats \
                  (admitted {:.0}/s fleet-wide, batch {})",
                 admitted as f64 / run.as_secs_f64(),
                 config.batch()
@@ -190,6 +197,28 @@ fn commands_per_second(rt: &tokio::runtime::Runtime, url: &str) {
         });
         black_box(admitted);
     }
+}
+
+/// Commands the server has executed (INFO commandstats), except INFO itself.
+async fn server_commands(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 fn main() {

@@ -35,13 +35,14 @@ redis.call('PEXPIRE', KEYS[2], ttl * 10)
 return redis.call('HGETALL', KEYS[1])
 ";
 
-/// `brownout_fleet_fallback`: 1 while limits are local because Redis is unreachable.
+/// `brownout_fleet_fallback{fleet}`: 1 while limits are local because Redis is unreachable
+/// (`fleet` is the configured key prefix, as on every fleet metric).
 pub const FALLBACK_GAUGE: &str = "brownout_fleet_fallback";
-/// `brownout_fleet_instances`: live instances in the last fleet read.
+/// `brownout_fleet_instances{fleet}`: live instances in the last fleet read.
 pub const INSTANCES_GAUGE: &str = "brownout_fleet_instances";
-/// `brownout_fleet_level`: the fleet level of the last read (0 Normal … 4 Emergency).
+/// `brownout_fleet_level{fleet}`: the fleet level of the last read (0 Normal … 4 Emergency).
 pub const FLEET_LEVEL_GAUGE: &str = "brownout_fleet_level";
-/// `brownout_fleet_redis_calls_total{op, outcome}`: Redis calls (`ok`, `error`, `timeout`, `refused`).
+/// `brownout_fleet_redis_calls_total{fleet, op, outcome}`: Redis calls (`ok`, `error`, `timeout`, `refused`).
 pub const REDIS_CALLS_TOTAL: &str = "brownout_fleet_redis_calls_total";
 
 const NO_LEVEL: u8 = u8::MAX;
@@ -216,17 +217,17 @@ impl FleetInner {
         F: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.allow(self.now_ns()) {
-            metrics::counter!(REDIS_CALLS_TOTAL, "op" => op, "outcome" => "refused").increment(1);
+            metrics::counter!(REDIS_CALLS_TOTAL, "fleet" => self.config.prefix.clone(), "op" => op, "outcome" => "refused").increment(1);
             return None;
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.config.call_timeout, call).await {
             Ok(Ok(value)) => {
-                metrics::counter!(REDIS_CALLS_TOTAL, "op" => op, "outcome" => "ok").increment(1);
+                metrics::counter!(REDIS_CALLS_TOTAL, "fleet" => self.config.prefix.clone(), "op" => op, "outcome" => "ok").increment(1);
                 self.last_success_ns
                     .store(self.now_ns().max(1), Ordering::Relaxed);
                 if self.breaker.success() != BreakerState::Closed {
-                    metrics::gauge!(FALLBACK_GAUGE).set(0.0);
+                    metrics::gauge!(FALLBACK_GAUGE, "fleet" => self.config.prefix.clone()).set(0.0);
                     tracing::info!(
                         instance = %self.config.instance_id,
                         "redis reachable again: fleet limits shared through redis"
@@ -235,12 +236,12 @@ impl FleetInner {
                 Some(value)
             }
             Ok(Err(err)) => {
-                metrics::counter!(REDIS_CALLS_TOTAL, "op" => op, "outcome" => "error").increment(1);
+                metrics::counter!(REDIS_CALLS_TOTAL, "fleet" => self.config.prefix.clone(), "op" => op, "outcome" => "error").increment(1);
                 self.failed(op, err.to_string());
                 None
             }
             Err(_) => {
-                metrics::counter!(REDIS_CALLS_TOTAL, "op" => op, "outcome" => "timeout")
+                metrics::counter!(REDIS_CALLS_TOTAL, "fleet" => self.config.prefix.clone(), "op" => op, "outcome" => "timeout")
                     .increment(1);
                 self.failed(
                     op,
@@ -255,7 +256,7 @@ impl FleetInner {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let opened = self.breaker.failure(self.now_ns());
         if opened {
-            metrics::gauge!(FALLBACK_GAUGE).set(1.0);
+            metrics::gauge!(FALLBACK_GAUGE, "fleet" => self.config.prefix.clone()).set(1.0);
             tracing::warn!(
                 instance = %self.config.instance_id,
                 op,
@@ -319,15 +320,21 @@ impl FleetInner {
             }
             self.fleet_read_ns
                 .store(self.now_ns().max(1), Ordering::Relaxed);
-            metrics::gauge!(INSTANCES_GAUGE).set(live as f64);
-            metrics::gauge!(FLEET_LEVEL_GAUGE).set(f64::from(fleet.unwrap_or_default().as_u8()));
+            metrics::gauge!(INSTANCES_GAUGE, "fleet" => self.config.prefix.clone())
+                .set(live as f64);
+            metrics::gauge!(FLEET_LEVEL_GAUGE, "fleet" => self.config.prefix.clone())
+                .set(f64::from(fleet.unwrap_or_default().as_u8()));
             *self
                 .instances
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = reports;
         }
         let shared = self.shared();
-        metrics::gauge!(FALLBACK_GAUGE).set(if shared { 0.0 } else { 1.0 });
+        metrics::gauge!(FALLBACK_GAUGE, "fleet" => self.config.prefix.clone()).set(if shared {
+            0.0
+        } else {
+            1.0
+        });
         let live = self.live_instances();
         let hooks: Vec<_> = {
             let mut hooks = self.hooks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -617,6 +624,88 @@ mod tests {
         assert!(
             err.contains("connection refused") && err.contains("open"),
             "{err}"
+        );
+    }
+
+    /// Records gauge values by name (enough to see the fallback gauge move).
+    #[derive(Default)]
+    struct Gauges(Arc<Mutex<Vec<(String, f64)>>>);
+
+    struct GaugeCell(String, Arc<Mutex<Vec<(String, f64)>>>);
+
+    impl metrics::GaugeFn for GaugeCell {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            self.1.lock().unwrap().push((self.0.clone(), value));
+        }
+    }
+
+    impl metrics::Recorder for Gauges {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::from_arc(Arc::new(GaugeCell(key.name().to_owned(), self.0.clone())))
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn fallback_is_visible_in_the_gauge() {
+        let recorder = Gauges::default();
+        let seen = recorder.0.clone();
+        metrics::with_local_recorder(&recorder, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let config = FleetConfig::builder("redis://127.0.0.1:1")
+                    .tick(Duration::from_secs(10))
+                    .failures_to_open(1)
+                    .build()
+                    .unwrap();
+                let fleet = Fleet::start(config).unwrap();
+                fleet.tick_now().await;
+            });
+        });
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter()
+                .any(|(name, v)| name == FALLBACK_GAUGE && *v == 1.0),
+            "{seen:?}"
         );
     }
 

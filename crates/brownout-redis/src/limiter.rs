@@ -83,6 +83,7 @@ pub(crate) struct Limiter<K> {
     fleet_interval_ns: LevelTable<u64>,
     local: LevelTable<LocalLimit>,
     local_divisor: AtomicUsize,
+    lease_ttl_ns: u64,
     single: Option<Arc<Pool>>,
     pools: RwLock<HashMap<K, Arc<Pool>>>,
 }
@@ -124,6 +125,7 @@ where
             fleet_interval_ns,
             local: LevelTable::from_fn(|_| LocalLimit::default()),
             local_divisor: AtomicUsize::new(0),
+            lease_ttl_ns: u64::try_from(config.lease_ttl.as_nanos()).unwrap_or(u64::MAX),
             single,
             pools: RwLock::new(HashMap::new()),
             config,
@@ -206,6 +208,13 @@ where
             }
             self.refill(pool, level);
             let now = self.fleet.now_ns();
+            let leased_at = pool.leased_at_ns.load(Ordering::Relaxed);
+            if leased_at == 0 || now.saturating_sub(leased_at) > self.lease_ttl_ns {
+                // A cold pool (new key, or idle past the lease TTL): its first lease is in
+                // flight. Admit under the local share meanwhile rather than refuse a
+                // tenant's first request for a round trip.
+                return self.check_local(pool, level, now);
+            }
             let wait = pool
                 .retry_at_ns
                 .load(Ordering::Relaxed)
@@ -214,10 +223,16 @@ where
             return Err(Rejected::new(RejectReason::RateLimited, level)
                 .with_retry_after(Duration::from_nanos(wait)));
         }
+        self.check_local(pool, level, self.fleet.now_ns())
+    }
+
+    /// The local share: the fleet limit divided by the live instances last seen.
+    #[inline]
+    fn check_local(&self, pool: &Pool, level: LoadLevel, now: u64) -> Result<(), Rejected> {
         let limit = &self.local[level];
         pool.local
             .check(
-                self.fleet.now_ns(),
+                now,
                 limit.interval_ns.load(Ordering::Relaxed),
                 limit.tau_ns.load(Ordering::Relaxed),
             )

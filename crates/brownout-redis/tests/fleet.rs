@@ -196,8 +196,9 @@ async fn a_tenants_limit_holds_across_instances() {
         (busy - 600.0).abs() / 600.0 <= 0.10,
         "busy tenant admitted {busy}, limit 600 ± 10 %"
     );
-    // The quiet tenant is under its own limit: only its first lease round trips refuse.
-    assert!(quiet >= 280.0, "quiet tenant admitted {quiet} of ~300");
+    // The quiet tenant is under its own limit: every request passes, its first ones under
+    // the local share while the first lease is in flight.
+    assert!(quiet >= 295.0, "quiet tenant admitted {quiet} of ~300");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +208,7 @@ async fn redis_killed_mid_run_falls_back_to_local_limits_and_resumes_after_resta
     ) else {
         return;
     };
-    let bound = Duration::from_millis(20);
+    let bound = Duration::from_millis(50);
     let rate = 1_000.0;
     let fleets: Vec<Fleet> = (0..2)
         .map(|i| {
