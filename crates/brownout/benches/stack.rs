@@ -414,6 +414,27 @@ fn request() -> http::Request<()> {
         .expect("valid request")
 }
 
+/// What a tower user writes instead: LoadShed, ConcurrencyLimit and Timeout, with every
+/// error answered as a 503 (tower-http has no load shedding of its own).
+fn tower_http()
+-> impl Service<http::Request<()>, Response = http::Response<String>, Error = BoxError, Future: Send>
++ Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .map_result(|result: Result<http::Response<String>, BoxError>| {
+            Ok::<_, BoxError>(result.unwrap_or_else(|_| {
+                let mut response = http::Response::new(String::from("overloaded"));
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }))
+        })
+        .load_shed()
+        .concurrency_limit(1 << 20)
+        .timeout(Duration::from_secs(1))
+        .service(Hello)
+}
+
 fn facade_http(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
@@ -435,18 +456,7 @@ fn facade_http(c: &mut Criterion) {
         .expect("valid stack");
     #[cfg(feature = "grpc")]
     let mut ours_grpc = grpc.layer().layer(Hello);
-    let mut theirs = ServiceBuilder::new()
-        .map_result(|result: Result<http::Response<String>, BoxError>| {
-            Ok::<_, BoxError>(result.unwrap_or_else(|_| {
-                let mut response = http::Response::new(String::from("overloaded"));
-                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                response
-            }))
-        })
-        .load_shed()
-        .concurrency_limit(1 << 20)
-        .timeout(Duration::from_secs(1))
-        .service(Hello);
+    let mut theirs = tower_http();
     assert!(once(&mut ours, &mut cx, request()));
     assert!(once(&mut theirs, &mut cx, request()));
     #[cfg(feature = "grpc")]
@@ -512,11 +522,17 @@ impl Service<http::Request<()>> for NoopHttp {
 
 /// Throughput of `threads` tasks sharing clones of `svc` on a `threads`-worker runtime:
 /// elapsed time per request over all tasks.
-fn scaling<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, threads: usize, svc: S)
-where
-    S: Service<u64> + Clone + Send + 'static,
+fn scaling<S, R>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    threads: usize,
+    svc: S,
+    make: fn() -> R,
+) where
+    S: Service<R> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,
+    R: Send + 'static,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -537,7 +553,7 @@ where
                             let start = Instant::now();
                             for _ in 0..per_task {
                                 if let Ok(ready) = svc.ready().await {
-                                    black_box(ready.call(black_box(1)).await.is_ok());
+                                    black_box(ready.call(make()).await.is_ok());
                                 }
                             }
                             start.elapsed()
@@ -556,6 +572,10 @@ where
     });
 }
 
+fn one() -> u64 {
+    black_box(1)
+}
+
 fn threads(c: &mut Criterion) {
     let max: usize = std::env::var("BROWNOUT_BENCH_THREADS")
         .ok()
@@ -568,10 +588,35 @@ fn threads(c: &mut Criterion) {
         let p = parts();
         let ours = brownout_stack!(&p, Echo);
         drop(guard);
-        scaling(&mut group, "tower_4_layers", n, tower_stack());
-        scaling(&mut group, "brownout_7_layers", n, ours);
+        scaling(&mut group, "tower_4_layers", n, tower_stack(), one);
+        scaling(&mut group, "brownout_7_layers", n, ours, one);
         group.finish();
         drop(p);
+
+        // The facade's http stack against the tower http equivalent, same shape.
+        let mut group = c.benchmark_group(format!("facade_http_threads_{n}"));
+        let guard = rt.enter();
+        let brownout = Brownout::builder()
+            .monitor(|m| m.manual_ticks())
+            .admission(|a| a.limit(Limit::fixed(1 << 20)))
+            .build()
+            .expect("valid stack");
+        drop(guard);
+        scaling(
+            &mut group,
+            "tower_http_equivalent",
+            n,
+            tower_http(),
+            request,
+        );
+        scaling(
+            &mut group,
+            "brownout_builder_http",
+            n,
+            brownout.layer().layer(Hello),
+            request,
+        );
+        group.finish();
     }
 }
 
