@@ -1,5 +1,7 @@
 //! The greeter server: `tonic-greeter [ADDR]` (default `127.0.0.1:50051`); Ctrl-C or
-//! SIGTERM shuts it down gracefully and prints the shutdown report.
+//! SIGTERM shuts it down gracefully and prints the shutdown report, then the brownout
+//! metrics it recorded (Prometheus text format, with `# HELP` lines from
+//! `brownout::telemetry::describe()`).
 
 use std::time::Duration;
 
@@ -14,6 +16,10 @@ async fn main() -> Result<(), BoxError> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:50051".to_owned());
+    // The recorder first, then the descriptions, then the stack (whose counters bind to the
+    // recorder installed when they are first used).
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    brownout::telemetry::describe();
     let monitor = Monitor::builder()
         .latency_objective(Duration::from_millis(50))
         .build()?;
@@ -27,5 +33,6 @@ async fn main() -> Result<(), BoxError> {
     println!("greeter listening on {}", listener.local_addr()?);
     let report = serve(listener, shutdown, ServerConfig::new(monitor)).await?;
     println!("{report}");
+    println!("{}", metrics.render());
     Ok(())
 }
