@@ -246,7 +246,11 @@ fn allocations_per_request<S: Service<R>, R: Clone>(name: &str, svc: &mut S, req
         black_box(once(svc, &mut cx, req.clone()));
     }
     let per_request = region.change().allocations as f64 / N as f64;
-    eprintln!("allocations per request: {name}: {per_request:.2}");
+    let _ = svc.poll_ready(&mut cx);
+    let future_bytes = std::mem::size_of_val(&svc.call(req));
+    eprintln!(
+        "allocations per request: {name}: {per_request:.2} (response future: {future_bytes} bytes)"
+    );
     per_request
 }
 
