@@ -22,6 +22,20 @@
 //! }
 //! # assert_eq!(class, Priority::Low);
 //! ```
+//!
+//! `Brownout::builder()` stacks every layer behind one monitor for an http (axum) server;
+//! `Brownout::grpc_builder()` does the same for a tonic server, answering rejections as
+//! gRPC statuses with `grpc-retry-pushback-ms`.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `http` (default) | classifiers, rejection responses, deadlines, degradation, client keys |
+//! | `stack` (default) | `Brownout::builder()` and the layers it needs, `health` |
+//! | `axum` | extractors for the level and `Degradation` |
+//! | `grpc` | `grpc`: gRPC statuses for rejections, `GrpcOutcome`, `Brownout::grpc_builder()` |
+//! | `grpc-health` | `grpc::health::GrpcHealth`: tonic-health's `grpc.health.v1` driven by `Health` |
+//! | `monitor`, `shed`, `admission`, `timeout`, `breaker`, `retry`, `shutdown` | each layer crate, re-exported |
+//! | `full` | everything but `grpc-health` (which pulls in tonic) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
