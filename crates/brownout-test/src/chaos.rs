@@ -460,6 +460,11 @@ where
         let faults = shared.faults(self.classify.classify(&req));
         let counters = &shared.counters;
         counters.requests.fetch_add(1, Ordering::Relaxed);
+        if !faults.is_active() {
+            // No fault for this class: no lock, no draw (the other classes' draws stay the
+            // same whether or not this class's requests come).
+            return ChaosFuture::pass(self.inner.call(req), None);
+        }
         let decision = {
             let mut draw = shared.draw.lock().unwrap_or_else(PoisonError::into_inner);
             if draw.chance(faults.hang_rate) {
