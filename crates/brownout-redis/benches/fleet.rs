@@ -181,14 +181,16 @@ fn commands_per_second(rt: &tokio::runtime::Runtime, url: &str) {
                 .map(|(f, b)| (f.status().redis_calls - b) as f64 / run.as_secs_f64())
                 .collect();
             let per_instance = calls.iter().sum::<f64>() / calls.len() as f64;
-            // Cross-check with the server's own count (INFO commandstats, all commands but
-            // INFO itself), which also sees SCRIPT LOAD and the connection handshake.
-            let server = (server_commands(url).await - server_before) as f64
-                / run.as_secs_f64()
-                / instances as f64;
+            // Cross-check with the server's own counts: EVALSHA calls are the round trips;
+            // the total also counts the commands the scripts run inside Redis.
+            let server_after = server_commands(url).await;
+            let per_second = |n: u64| n as f64 / run.as_secs_f64() / instances as f64;
+            let evalsha = per_second(server_after.0 - server_before.0);
+            let executed = per_second(server_after.1 - server_before.1);
             println!(
                 "redis commands/s per instance at 10k req/s/instance, {label}: {per_instance:.0} \
-                 counted by the fleet, {server:.0} by INFO commandstats \
+                 counted by the fleet, {evalsha:.0} EVALSHA by INFO commandstats, {executed:.0} \
+                 commands executed incl. those inside the scripts \
                  (admitted {:.0}/s fleet-wide, batch {})",
                 admitted as f64 / run.as_secs_f64(),
                 config.batch()
@@ -199,8 +201,9 @@ fn commands_per_second(rt: &tokio::runtime::Runtime, url: &str) {
     }
 }
 
-/// Commands the server has executed (INFO commandstats), except INFO itself.
-async fn server_commands(url: &str) -> u64 {
+/// `(EVALSHA calls, every command executed)` per INFO commandstats, except INFO itself.
+/// Commands a script runs (`redis.call`) count in the second figure.
+async fn server_commands(url: &str) -> (u64, u64) {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let info: String = redis::cmd("INFO")
@@ -208,17 +211,18 @@ async fn server_commands(url: &str) -> u64 {
         .query_async(&mut conn)
         .await
         .unwrap();
-    info.lines()
+    let calls =
+        |l: &str| -> Option<u64> { l.split("calls=").nth(1)?.split(',').next()?.parse().ok() };
+    let stats: Vec<&str> = info
+        .lines()
         .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+        .collect();
+    let evalsha = stats
+        .iter()
+        .filter(|l| l.starts_with("cmdstat_evalsha:"))
+        .filter_map(|l| calls(l))
+        .sum();
+    (evalsha, stats.iter().filter_map(|l| calls(l)).sum())
 }
 
 fn main() {
