@@ -431,3 +431,56 @@ async fn the_level_scales_the_shared_rate_and_refusals_carry_the_shared_retry_af
         "retry_after {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_counts_as_down_and_no_request_waits_for_it() {
+    let Some(redis) =
+        RedisServer::start("a_paused_redis_counts_as_down_and_no_request_waits_for_it")
+    else {
+        return;
+    };
+    let bound = Duration::from_millis(20);
+    let f = fleet_with(
+        &redis.url(),
+        "paused",
+        100,
+        FleetAggregate::Max,
+        bound.as_millis() as u64,
+    );
+    f.tick_now().await;
+    let config = FleetRateLimitConfig::builder("paused", 500.0)
+        .burst(10)
+        .build()
+        .unwrap();
+    let svc = Echo::new(FleetRateLimitLayer::new(&f, config).layer(echo()));
+    let (admitted, slowest) = (counter(), counter());
+    let run = Duration::from_millis(2500);
+    let load = tokio::spawn(drive(svc, "t", 1, run, admitted.clone(), slowest.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis stops answering every client for 1 s (it is slow, not gone).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let during = f.status();
+    load.await.unwrap();
+    let after = f.status();
+    let slow = Duration::from_nanos(slowest.load(Ordering::Relaxed));
+    let rate = admitted.load(Ordering::Relaxed) as f64 / run.as_secs_f64();
+    eprintln!("paused redis: {rate:.0}/s of 500/s, slowest decision {slow:?}; during {during:?}");
+    assert!(during.is_fallback(), "{during:?}");
+    assert!(
+        during
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no answer within"))
+    );
+    assert_eq!(after.mode, FleetMode::Shared, "{after:?}");
+    assert!(slow < bound, "a request waited {slow:?} (bound {bound:?})");
+    assert!((rate - 500.0).abs() / 500.0 <= 0.15, "rate {rate}");
+}
