@@ -353,8 +353,9 @@ impl<A, O> BrownoutBuilder<A, O> {
         self
     }
 
-    /// Adds the shutdown guard for `shutdown`: new requests are refused once it triggers, and
-    /// requests still queued in admission are rejected at once with `Retry-After`.
+    /// Adds the shutdown guard for `shutdown`: new requests are refused once it triggers
+    /// (after its readiness delay, if it has one, while health already reports 503), and
+    /// requests still queued in admission are then rejected at once with `Retry-After`.
     #[must_use]
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
         self.shutdown = Some(shutdown.clone());
@@ -466,8 +467,7 @@ impl<A, O> BrownoutBuilder<A, O> {
         let degradation = DegradationLayer::with_config(signal.clone(), self.work, self.toggles)?;
         let admission_handle = admission.as_ref().map(PriorityAdmissionLayer::handle);
         if let (Some(shutdown), Some(handle)) = (&self.shutdown, &admission_handle) {
-            let handle = handle.clone();
-            shutdown.on_trigger(move || handle.close());
+            close_admission_when_refusing(shutdown, handle.clone());
         }
         if self.priority_header.is_empty()
             || http::HeaderName::try_from(self.priority_header.as_str()).is_err()
@@ -498,6 +498,28 @@ impl<A, O> BrownoutBuilder<A, O> {
             shutdown: self.shutdown,
         })
     }
+}
+
+/// Closes the admission queue when the shutdown guard starts refusing: at the trigger, or
+/// after the shutdown's readiness delay, during which requests are still served (balancers
+/// see readiness turn 503 first and move away). Queued requests are then rejected at once.
+fn close_admission_when_refusing(shutdown: &Shutdown, handle: AdmissionHandle) {
+    if shutdown.config().readiness_delay().is_zero() {
+        shutdown.on_trigger(move || handle.close());
+        return;
+    }
+    let refusing = shutdown.refusing();
+    shutdown.on_trigger(move || match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                refusing.await;
+                handle.close();
+            });
+        }
+        // Triggered off any runtime (a plain thread): refuse queued work now rather than
+        // leave it queued with nothing to close the queue later.
+        Err(_) => handle.close(),
+    });
 }
 
 /// The layer of a [`Brownout`] stack (see there for the order of its parts).

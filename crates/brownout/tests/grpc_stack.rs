@@ -212,3 +212,31 @@ fn an_invalid_priority_key_is_refused_at_build() {
         .unwrap_err();
     assert_eq!(err.field(), "priority_header");
 }
+
+// RELIABILITY #20 through the facade: during the shutdown's readiness delay requests are
+// still served (balancers move away first), then refused; the admission queue closes with
+// the guard, not at the trigger.
+#[tokio::test(start_paused = true)]
+async fn rel_20_requests_during_the_readiness_delay_are_served() {
+    let shutdown = Shutdown::builder()
+        .readiness_delay(Duration::from_secs(2))
+        .drain_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let brownout = Brownout::grpc_builder()
+        .monitor(|m| m.manual_ticks())
+        .shutdown(&shutdown)
+        .build()
+        .unwrap();
+    let mut svc = brownout.layer().layer(Handler);
+    shutdown.trigger();
+    let during = send(&mut svc, call(SAY_HELLO, &[("x-priority", "high")])).await;
+    assert_eq!(during.headers()["grpc-status"], "0");
+    assert!(!brownout.admission().unwrap().is_closed());
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::yield_now().await;
+    assert!(brownout.admission().unwrap().is_closed());
+    let after = send(&mut svc, call(SAY_HELLO, &[("x-priority", "high")])).await;
+    assert_eq!(after.headers()["grpc-status"], "14");
+}
