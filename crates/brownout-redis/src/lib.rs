@@ -183,3 +183,68 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use brownout_core::{LoadLevel, LoadSignal, RejectReason, Rejected};
+    use tower::{Layer, Service, ServiceExt};
+
+    use crate::{Fleet, FleetConfig, FleetRateLimitConfig, FleetRateLimitLayer};
+
+    /// A fleet whose Redis refuses connections: limits are the local share at once.
+    async fn fallback_fleet() -> Fleet {
+        let config = FleetConfig::builder("redis://127.0.0.1:1")
+            .tick(Duration::from_secs(10))
+            .failures_to_open(1)
+            .build()
+            .unwrap();
+        let fleet = Fleet::start(config).unwrap();
+        fleet.tick_now().await;
+        assert!(fleet.status().is_fallback());
+        fleet
+    }
+
+    #[tokio::test]
+    async fn rel_01_poll_ready_takes_no_token() {
+        let fleet = fallback_fleet().await;
+        let limit = FleetRateLimitConfig::builder("one", 1.0)
+            .burst(1)
+            .build()
+            .unwrap();
+        let mut svc =
+            FleetRateLimitLayer::new(&fleet, limit).layer(tower::service_fn(|_: ()| async {
+                Ok::<_, std::convert::Infallible>(())
+            }));
+        for _ in 0..10 {
+            svc.ready().await.unwrap();
+        }
+        assert!(svc.call(()).await.is_ok(), "the only token is still there");
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        let rejected = Rejected::find_in_box(&*err).unwrap();
+        assert_eq!(rejected.reason(), RejectReason::RateLimited);
+        assert!(rejected.retry_after().unwrap() > Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn keyed_limits_are_separate_and_unkeyed_requests_pass() {
+        let fleet = fallback_fleet().await;
+        let limit = FleetRateLimitConfig::builder("tenant", 1.0)
+            .burst(1)
+            .build()
+            .unwrap();
+        let layer = FleetRateLimitLayer::keyed(&fleet, limit, |t: &Option<&'static str>| *t)
+            .with_signal(LoadSignal::fixed(LoadLevel::Normal));
+        let mut svc = layer.layer(tower::service_fn(|_: Option<&'static str>| async {
+            Ok::<_, std::convert::Infallible>(())
+        }));
+        let mut call = async |t| svc.ready().await.unwrap().call(t).await.is_ok();
+        assert!(call(Some("a")).await);
+        assert!(!call(Some("a")).await, "tenant a spent its burst");
+        assert!(call(Some("b")).await, "tenant b has its own bucket");
+        for _ in 0..5 {
+            assert!(call(None).await, "no key, no limit");
+        }
+    }
+}
