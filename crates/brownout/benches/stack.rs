@@ -254,6 +254,21 @@ fn allocations_per_request<S: Service<R>, R: Clone>(name: &str, svc: &mut S, req
     per_request
 }
 
+/// Makes `monitor` see a busy interval: 10 000 requests (100 000 per second at the default
+/// 100 ms tick), then one tick, after which it times one request in N as it would under
+/// that load. The benches never tick again, so the rate stays there.
+fn busy<S: Service<R>, R: Clone>(name: &str, monitor: &Monitor, svc: &mut S, req: R) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..10_000 {
+        once(svc, &mut cx, req.clone());
+    }
+    monitor.tick_now();
+    eprintln!(
+        "{name}: the monitor times one request in {} after a busy interval",
+        monitor.sample_every()
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -276,6 +291,7 @@ fn admit_and_reject(c: &mut Criterion) {
     assert!(once(&mut ours_facade_order, &mut cx, 1));
     assert!(once(&mut theirs, &mut cx, 1), "the tower stack admits");
 
+    busy("admit", &normal.monitor, &mut ours, 1);
     allocations_per_request("bare service", &mut Echo, 1);
     allocations_per_request("brownout 7-layer stack (admit)", &mut ours, 1);
     allocations_per_request("tower 4-layer stack (admit)", &mut theirs, 1);
@@ -316,6 +332,7 @@ fn admit_and_reject(c: &mut Criterion) {
         "tower sheds when the limit is taken"
     );
 
+    busy("reject", &emergency.monitor, &mut ours, 3);
     allocations_per_request("brownout 7-layer stack (reject)", &mut ours, 3);
     allocations_per_request(
         "brownout 7-layer stack, facade order (reject)",
@@ -369,6 +386,7 @@ fn per_layer(c: &mut Criterion) {
     );
     bench(&mut group, "6_monitor_..", &mut s6, &mut cx);
     let mut s7 = brownout_stack!(&p, Echo);
+    busy("per layer", &p.monitor, &mut s7, 1);
     bench(&mut group, "7_shutdown_guard_.. (full)", &mut s7, &mut cx);
 
     // Each layer alone over the bare service.
@@ -466,6 +484,9 @@ fn facade_http(c: &mut Criterion) {
     #[cfg(feature = "grpc")]
     assert!(once(&mut ours_grpc, &mut cx, request()));
 
+    busy("facade http", brownout.monitor(), &mut ours, request());
+    #[cfg(feature = "grpc")]
+    busy("facade grpc", grpc.monitor(), &mut ours_grpc, request());
     allocations_per_request("building the request alone", &mut NoopHttp, request());
     allocations_per_request("Brownout::builder() http stack", &mut ours, request());
     allocations_per_request("tower http-equivalent stack", &mut theirs, request());
@@ -590,7 +611,8 @@ fn threads(c: &mut Criterion) {
         let rt = runtime();
         let guard = rt.enter();
         let p = parts();
-        let ours = brownout_stack!(&p, Echo);
+        let mut ours = brownout_stack!(&p, Echo);
+        busy("threads", &p.monitor, &mut ours, 1);
         drop(guard);
         scaling(&mut group, "tower_4_layers", n, tower_stack(), one);
         scaling(&mut group, "brownout_7_layers", n, ours, one);
@@ -605,6 +627,8 @@ fn threads(c: &mut Criterion) {
             .admission(|a| a.limit(Limit::fixed(1 << 20)))
             .build()
             .expect("valid stack");
+        let mut facade = brownout.layer().layer(Hello);
+        busy("facade threads", brownout.monitor(), &mut facade, request());
         drop(guard);
         scaling(
             &mut group,
@@ -613,13 +637,7 @@ fn threads(c: &mut Criterion) {
             tower_http(),
             request,
         );
-        scaling(
-            &mut group,
-            "brownout_builder_http",
-            n,
-            brownout.layer().layer(Hello),
-            request,
-        );
+        scaling(&mut group, "brownout_builder_http", n, facade, request);
         group.finish();
     }
 }
