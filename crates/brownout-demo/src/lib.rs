@@ -192,9 +192,7 @@ fn progress_bar(total_ms: u64, visible: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total_ms), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {elapsed} {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:24}] {percent:>3}% {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.enable_steady_tick(Duration::from_millis(200));

@@ -7,14 +7,18 @@ use std::time::Duration;
 use brownout::{BoxError, LoadLevel, Priority};
 use plotters::prelude::*;
 
-use crate::report::{Demo, PhaseRuns, Run, Settings};
+use crate::report::{Demo, PhaseRuns, Run, Settings, Summary};
 use crate::servers::StackKind;
 
 /// The width and height of every chart, in pixels.
 pub const SIZE: (u32, u32) = (760, 320);
 
-/// How wide one bin of the over-time charts is.
+/// How wide one bin of the goodput-over-time chart is.
 pub const BIN: Duration = Duration::from_millis(250);
+
+/// How wide one bin of the per-class chart is (wider: each class is a fraction of the
+/// traffic, and exponential work makes short bins noisy).
+pub const CLASS_BIN: Duration = Duration::from_millis(500);
 
 /// The colour of a stack in every chart.
 pub const fn stack_color(stack: StackKind) -> RGBColor {
@@ -71,6 +75,8 @@ pub struct Axes<'a> {
     pub x_fmt: &'a dyn Fn(&f64) -> String,
     /// The y tick label of a value.
     pub y_fmt: &'a dyn Fn(&f64) -> String,
+    /// Where the legend goes (`None`: no legend).
+    pub legend: Option<SeriesLabelPosition>,
 }
 
 impl std::fmt::Debug for Axes<'_> {
@@ -97,7 +103,20 @@ pub fn chart(axes: &Axes<'_>, lines: &[Line]) -> Result<String, BoxError> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
+        draw(&root, axes, lines)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Draws `lines` on `axes` into one drawing area.
+fn draw(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    axes: &Axes<'_>,
+    lines: &[Line],
+) -> Result<(), BoxError> {
+    {
+        let mut chart = ChartBuilder::on(area)
             .caption(axes.title, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(40)
@@ -137,17 +156,18 @@ pub fn chart(axes: &Axes<'_>, lines: &[Line]) -> Result<String, BoxError> {
                     .map_err(err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
+        if let Some(position) = axes.legend.clone() {
+            chart
+                .configure_series_labels()
+                .position(position)
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(180, 180, 180))
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(err)?;
+        }
     }
-    Ok(svg)
+    Ok(())
 }
 
 fn phase_label(demo: &Demo) -> impl Fn(&f64) -> String + '_ {
@@ -175,14 +195,9 @@ fn secs(x: &f64) -> String {
     format!("{x:.1} s")
 }
 
-/// Goodput (% of capacity) of each stack in each phase: the headline picture.
-///
-/// # Errors
-///
-/// See [`chart`].
-pub fn goodput_by_load(demo: &Demo) -> Result<String, BoxError> {
-    let n = demo.phases.len().max(1) as f64;
-    let lines: Vec<Line> = StackKind::ALL
+/// One line per stack through the phases, of the figure `pick` takes from a summary.
+fn per_phase_lines(demo: &Demo, pick: impl Fn(&Summary) -> Option<f64>) -> Vec<Line> {
+    StackKind::ALL
         .into_iter()
         .map(|stack| Line {
             name: stack.name().to_owned(),
@@ -195,26 +210,65 @@ pub fn goodput_by_load(demo: &Demo) -> Result<String, BoxError> {
                 .enumerate()
                 .filter_map(|(i, p)| {
                     let run = p.runs.iter().find(|r| r.stack == stack)?;
-                    Some((i as f64, run.summary(&p.phase, &demo.settings).goodput_pct))
+                    Some((i as f64, pick(&run.summary(&p.phase, &demo.settings))?))
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// The headline picture (also written as `goodput.svg`): goodput per stack and phase on
+/// the left, Critical requests answered in time on the right.
+///
+/// # Errors
+///
+/// See [`chart`].
+pub fn goodput_by_load(demo: &Demo) -> Result<String, BoxError> {
+    let n = demo.phases.len().max(1) as f64;
     let label = phase_label(demo);
-    chart(
-        &Axes {
-            title: "Goodput: worker time answered in time, % of capacity",
-            x_desc: "phase",
-            y_desc: "goodput",
-            x: -0.3..(n - 0.7),
-            y: 0.0..110.0,
-            x_labels: demo.phases.len().max(2) * 2 + 1,
-            y_labels: 12,
-            x_fmt: &label,
-            y_fmt: &pct,
-        },
-        &lines,
-    )
+    let x_labels = demo.phases.len().max(2) * 2 + 1;
+    let goodput = per_phase_lines(demo, |s| Some(s.goodput_pct));
+    let critical = per_phase_lines(demo, |s| s.classes.first()?.success_pct());
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0 * 2, SIZE.1 + 40)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (left, right) = root.split_horizontally(SIZE.0);
+        draw(
+            &left,
+            &Axes {
+                title: "Goodput: worker time answered in time, % of capacity",
+                x_desc: "phase",
+                y_desc: "goodput",
+                x: -0.5..(n - 0.5),
+                y: 0.0..110.0,
+                x_labels,
+                y_labels: 12,
+                x_fmt: &label,
+                y_fmt: &pct,
+                legend: Some(SeriesLabelPosition::LowerLeft),
+            },
+            &goodput,
+        )?;
+        draw(
+            &right,
+            &Axes {
+                title: "Critical requests answered in time",
+                x_desc: "phase",
+                y_desc: "success",
+                x: -0.5..(n - 0.5),
+                y: 0.0..110.0,
+                x_labels,
+                y_labels: 12,
+                x_fmt: &label,
+                y_fmt: &pct,
+                legend: Some(SeriesLabelPosition::LowerLeft),
+            },
+            &critical,
+        )?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
 }
 
 /// p50 and p99 latency of successful answers, per stack and phase.
@@ -253,18 +307,19 @@ pub fn latency_by_phase(demo: &Demo) -> Result<String, BoxError> {
         }
     }
     let label = phase_label(demo);
-    let top = demo.settings.deadline.as_secs_f64() * 1000.0 * 1.1;
+    let top = demo.settings.deadline.as_secs_f64() * 1000.0 * 1.5;
     chart(
         &Axes {
             title: "Latency of successful answers (p50 thin, p99 thick)",
             x_desc: "phase",
             y_desc: "latency",
-            x: -0.3..(n - 0.7),
+            x: -0.5..(n - 0.5),
             y: 0.0..top,
             x_labels: demo.phases.len().max(2) * 2 + 1,
             y_labels: 12,
             x_fmt: &label,
             y_fmt: &millis,
+            legend: Some(SeriesLabelPosition::UpperLeft),
         },
         &lines,
     )
@@ -274,11 +329,11 @@ fn timeline_x(p: &PhaseRuns, settings: &Settings) -> Range<f64> {
     0.0..(p.phase.duration + settings.deadline).as_secs_f64()
 }
 
-fn bin_points(values: &[f64]) -> Vec<(f64, f64)> {
+fn bin_points(values: &[f64], bin: Duration) -> Vec<(f64, f64)> {
     values
         .iter()
         .enumerate()
-        .map(|(i, v)| ((i as f64 + 0.5) * BIN.as_secs_f64(), *v))
+        .map(|(i, v)| ((i as f64 + 0.5) * bin.as_secs_f64(), *v))
         .collect()
 }
 
@@ -301,7 +356,7 @@ pub fn goodput_over_time(p: &PhaseRuns, settings: &Settings) -> Result<String, B
                 color: stack_color(run.stack),
                 width: 2,
                 markers: false,
-                points: bin_points(&total),
+                points: bin_points(&total, BIN),
             }
         })
         .collect();
@@ -312,11 +367,12 @@ pub fn goodput_over_time(p: &PhaseRuns, settings: &Settings) -> Result<String, B
             x_desc: "time since the phase began",
             y_desc: "goodput, % of capacity",
             x: timeline_x(p, settings),
-            y: 0.0..130.0,
+            y: 0.0..140.0,
             x_labels: 12,
             y_labels: 8,
             x_fmt: &secs,
             y_fmt: &pct,
+            legend: Some(SeriesLabelPosition::UpperRight),
         },
         &lines,
     )
@@ -332,7 +388,7 @@ pub fn class_goodput_over_time(
     run: &Run,
     settings: &Settings,
 ) -> Result<String, BoxError> {
-    let per_class = run.goodput_timeline(&p.phase, settings, BIN);
+    let per_class = run.goodput_timeline(&p.phase, settings, CLASS_BIN);
     let lines: Vec<Line> = Priority::ALL
         .into_iter()
         .map(|class| Line {
@@ -340,11 +396,11 @@ pub fn class_goodput_over_time(
             color: class_color(class),
             width: 2,
             markers: false,
-            points: bin_points(&per_class[class.index()]),
+            points: bin_points(&per_class[class.index()], CLASS_BIN),
         })
         .collect();
     let title = format!(
-        "{}: {} goodput per class over time",
+        "{}: {} goodput per class over time (500 ms bins)",
         p.phase.name,
         run.stack.name()
     );
@@ -354,11 +410,12 @@ pub fn class_goodput_over_time(
             x_desc: "time since the phase began",
             y_desc: "goodput, % of capacity",
             x: timeline_x(p, settings),
-            y: 0.0..70.0,
+            y: 0.0..100.0,
             x_labels: 12,
             y_labels: 8,
             x_fmt: &secs,
             y_fmt: &pct,
+            legend: Some(SeriesLabelPosition::UpperRight),
         },
         &lines,
     )
@@ -402,6 +459,7 @@ pub fn level_timeline(p: &PhaseRuns, run: &Run, settings: &Settings) -> Result<S
             y_labels: 24,
             x_fmt: &secs,
             y_fmt: &level_name,
+            legend: None,
         },
         &[Line {
             name: "level".to_owned(),

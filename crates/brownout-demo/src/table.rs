@@ -7,6 +7,10 @@ use brownout::Priority;
 use crate::report::{ClassSummary, Demo, Summary};
 use crate::servers::StackKind;
 
+/// A run whose p99 send lateness exceeds this share of the deadline is flagged: the
+/// generator, not the server, was the bottleneck for part of it.
+pub const LATE_SHARE: f64 = 0.1;
+
 /// `99.9% 123ms`: a class's success rate and p99 latency of its successful answers.
 pub fn class_cell(c: &ClassSummary) -> String {
     let success = c
@@ -106,6 +110,27 @@ pub fn render(demo: &Demo) -> String {
             ));
         }
         let _ = writeln!(out, "send lateness (ms): {}", lateness.join("; "));
+    }
+    let late: Vec<String> = demo
+        .phases
+        .iter()
+        .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
+        .filter_map(|(p, r)| {
+            let sum = r.summary(&p.phase, s);
+            (sum.lateness.p99 > LATE_SHARE * s.deadline.as_secs_f64() * 1000.0).then(|| {
+                format!(
+                    "{} / {} (p99 {:.0} ms)",
+                    p.phase.name, r.stack, sum.lateness.p99
+                )
+            })
+        })
+        .collect();
+    if !late.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwarning: the load generator fell behind its schedule in {}; latency counts from the intended send time, so those runs look worse than the server was (is the machine busy?)",
+            late.join(", ")
+        );
     }
     let _ = writeln!(out, "\nstacks:");
     for kind in StackKind::ALL {
