@@ -51,6 +51,14 @@ fn chaos(c: &mut Criterion) {
     group.bench_function("ChaosLayer on, no fault for this class", |b| {
         b.iter(|| call_once(&mut other_class, black_box(7)))
     });
+    let mut drawing = ChaosLayer::builder()
+        .all(Faults::none().error_rate(0.01))
+        .build()
+        .unwrap()
+        .layer(bare());
+    group.bench_function("ChaosLayer on, 1 % errors (lock + draw)", |b| {
+        b.iter(|| call_once(&mut drawing, black_box(7)))
+    });
     group.finish();
 }
 
