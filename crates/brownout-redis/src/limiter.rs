@@ -31,8 +31,9 @@ pub(crate) struct Pool {
     retry_at_ns: AtomicU64,
     /// When the last lease succeeded (ns).
     leased_at_ns: AtomicU64,
-    /// Tokens leased at a level no longer in force, to give back at the next tick.
-    stale: AtomicU64,
+    /// Shared-bucket time (ns) of tokens leased at a level no longer in force, given back
+    /// at the next tick at the cost they were leased at.
+    stale_ns: AtomicU64,
     local: LocalGcra,
 }
 
@@ -46,7 +47,7 @@ impl Pool {
             not_before_ns: AtomicU64::new(0),
             retry_at_ns: AtomicU64::new(0),
             leased_at_ns: AtomicU64::new(0),
-            stale: AtomicU64::new(0),
+            stale_ns: AtomicU64::new(0),
             local: LocalGcra::default(),
         }
     }
@@ -196,9 +197,13 @@ where
         if self.fleet.shared() {
             if pool.level.load(Ordering::Relaxed) != level.as_u8() {
                 // Tokens leased at another level's rate: set them aside, lease anew.
-                pool.level.store(level.as_u8(), Ordering::Relaxed);
-                let stale = pool.tokens.swap(0, Ordering::AcqRel);
-                pool.stale.fetch_add(stale, Ordering::Relaxed);
+                let old = pool.level.swap(level.as_u8(), Ordering::AcqRel);
+                if old != level.as_u8() {
+                    let stale = pool.tokens.swap(0, Ordering::AcqRel);
+                    let cost = self.fleet_interval_ns[LoadLevel::saturating_from_u8(old)];
+                    pool.stale_ns
+                        .fetch_add(stale.saturating_mul(cost), Ordering::Relaxed);
+                }
             }
             if let Some(left) = pool.take() {
                 if left <= self.batch[level] / 2 {
@@ -248,28 +253,29 @@ where
         let pool = pool.clone();
         let (rate, burst) = self.config.scaled(level);
         let batch = self.batch[level];
+        let cost_ns = self.fleet_interval_ns[level];
         self.fleet.handle.spawn(async move {
-            lease(&fleet, &pool, rate, burst, batch).await;
+            lease(&fleet, &pool, level, (rate, burst, cost_ns), batch).await;
             pool.refilling.store(false, Ordering::Release);
         });
     }
 
-    fn give_back(&self, pool: &Arc<Pool>, tokens: u64, level: LoadLevel) {
-        if tokens == 0 {
+    /// Moves the shared bucket's TAT back by `ns` (the cost of unused tokens).
+    fn give_back(&self, pool: &Arc<Pool>, ns: u64) {
+        if ns < 1_000 {
             return;
         }
         let fleet = self.fleet.clone();
         let pool = pool.clone();
-        let (rate, burst) = self.config.scaled(level);
         self.fleet.handle.spawn(async move {
-            let (interval, tau) = interval_and_tau_us(rate, burst);
+            // With an interval of 1 µs, "-n tokens" moves the TAT back by n µs.
             let mut conn = fleet.conn.clone();
             let mut invocation = fleet.lease_script.prepare_invoke();
             invocation
                 .key(&pool.redis_key)
-                .arg(interval)
-                .arg(tau)
-                .arg(-(i64::try_from(tokens).unwrap_or(i64::MAX)))
+                .arg(1.0)
+                .arg(0.0)
+                .arg(-((ns / 1_000) as f64))
                 .arg(1);
             let _: Option<(i64, i64, i64)> = fleet
                 .guarded("give_back", invocation.invoke_async(&mut conn))
@@ -293,7 +299,13 @@ where
 /// One lease: waits for the time the shared state said the bucket refills (never on a
 /// request's path), asks Redis for up to `batch` tokens, and records what the shared state
 /// says about the next token.
-async fn lease(fleet: &FleetInner, pool: &Pool, rate: f64, burst: f64, batch: u64) {
+async fn lease(
+    fleet: &FleetInner,
+    pool: &Pool,
+    level: LoadLevel,
+    (rate, burst, cost_ns): (f64, f64, u64),
+    batch: u64,
+) {
     let not_before = pool.not_before_ns.load(Ordering::Relaxed);
     let now = fleet.now_ns();
     if not_before > now {
@@ -320,7 +332,13 @@ async fn lease(fleet: &FleetInner, pool: &Pool, rate: f64, burst: f64, batch: u6
     };
     let now = fleet.now_ns();
     let granted = u64::try_from(granted).unwrap_or(0);
-    pool.tokens.fetch_add(granted, Ordering::AcqRel);
+    if pool.level.load(Ordering::Acquire) == level.as_u8() {
+        pool.tokens.fetch_add(granted, Ordering::AcqRel);
+    } else {
+        // The level changed while the lease was in flight: these tokens cost another rate.
+        pool.stale_ns
+            .fetch_add(granted.saturating_mul(cost_ns), Ordering::Relaxed);
+    }
     pool.leased_at_ns.store(now, Ordering::Relaxed);
     let us = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
     pool.retry_at_ns
@@ -345,7 +363,7 @@ where
         let ttl = u64::try_from(self.config.lease_ttl.as_nanos()).unwrap_or(u64::MAX);
         for pool in self.pools_snapshot() {
             let level = LoadLevel::saturating_from_u8(pool.level.load(Ordering::Relaxed));
-            let stale = pool.stale.swap(0, Ordering::Relaxed);
+            let stale_ns = pool.stale_ns.swap(0, Ordering::Relaxed);
             if !shared {
                 // Leased tokens are not used under local limits; the shared bucket has
                 // refilled by the time Redis is back.
@@ -358,7 +376,8 @@ where
             } else {
                 0
             };
-            self.give_back(&pool, stale + expired, level);
+            let expired_ns = expired.saturating_mul(self.fleet_interval_ns[level]);
+            self.give_back(&pool, stale_ns.saturating_add(expired_ns));
         }
         // Forget keys idle for ten lease TTLs.
         let idle = ttl.saturating_mul(10);

@@ -484,3 +484,47 @@ async fn a_paused_redis_counts_as_down_and_no_request_waits_for_it() {
     assert!(slow < bound, "a request waited {slow:?} (bound {bound:?})");
     assert!((rate - 500.0).abs() / 500.0 <= 0.15, "rate {rate}");
 }
+
+/// Seconds the shared bucket's TAT is ahead of the server clock (0 when full).
+async fn bucket_ahead(url: &str, key: &str) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tat: Option<f64> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now = secs as f64 * 1e6 + micros as f64;
+    tat.map_or(0.0, |t| ((t - now) / 1e6).max(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_leased_tokens_go_back_to_the_shared_bucket_after_the_lease_ttl() {
+    let Some(redis) = RedisServer::start("unused_leased_tokens_go_back") else {
+        return;
+    };
+    let f = fleet(&redis.url(), "idle", 100);
+    let config = FleetRateLimitConfig::builder("idle", 10.0)
+        .burst(50)
+        .batch(50)
+        .lease_ttl(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // The layer leases its first batch at once: 50 tokens at 10/s put the TAT 5 s ahead.
+    let _layer = FleetRateLimitLayer::new(&f, config);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let key = "brownout:rl:idle:global";
+    let ahead = bucket_ahead(&redis.url(), key).await;
+    assert!(
+        (4.5..=5.1).contains(&ahead),
+        "after the first lease the TAT is {ahead} s ahead"
+    );
+    // Nobody uses them: after the lease TTL (and a tick) they are given back.
+    tokio::time::sleep(Duration::from_millis(300 + 250)).await;
+    let ahead = bucket_ahead(&redis.url(), key).await;
+    assert!(
+        ahead < 0.2,
+        "after the lease TTL the TAT is still {ahead} s ahead"
+    );
+}
