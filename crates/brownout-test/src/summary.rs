@@ -97,7 +97,7 @@ pub struct ClassSummary {
     pub failed: u64,
     /// Refused by tower's `LoadShed`.
     pub overloaded: u64,
-    /// Not answered by the deadline.
+    /// Not answered by the deadline (the client gave up), or still unfinished at the end.
     pub timed_out: u64,
     /// Lost to a panic in the service.
     pub panicked: u64,
