@@ -371,7 +371,7 @@ fn per_layer(c: &mut Criterion) {
     let shed = || shed!(signal);
 
     let mut s1 = retry().layer(Echo);
-    bench(&mut group, "1_retry (= retry alone)", &mut s1, &mut cx);
+    bench(&mut group, "1_retry_alone", &mut s1, &mut cx);
     let mut s2 = breaker().layer(retry().layer(Echo));
     bench(&mut group, "2_breaker_retry", &mut s2, &mut cx);
     let mut s3 = timeout().layer(breaker().layer(retry().layer(Echo)));
@@ -387,7 +387,7 @@ fn per_layer(c: &mut Criterion) {
     bench(&mut group, "6_monitor_..", &mut s6, &mut cx);
     let mut s7 = brownout_stack!(&p, Echo);
     busy("per layer", &p.monitor, &mut s7, 1);
-    bench(&mut group, "7_shutdown_guard_.. (full)", &mut s7, &mut cx);
+    bench(&mut group, "7_shutdown_guard_.._full", &mut s7, &mut cx);
 
     // Each layer alone over the bare service.
     let mut alone_guard = p.shutdown.layer().layer(Echo);
