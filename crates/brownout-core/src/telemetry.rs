@@ -15,6 +15,8 @@
 //! | `brownout_queue_depth` | gauge | count | `layer`, [`name`] |
 //! | `brownout_queue_delay_seconds` | histogram | seconds | `layer`, [`name`] |
 //! | `brownout_latency_seconds` | histogram | seconds | `layer`, [`name`] |
+//! | `brownout_latency_quantile_seconds` | gauge | seconds | `layer`, `quantile` (`0.5`, `0.95`, `0.99`) |
+//! | `brownout_latency_sample_every` | gauge | — | `layer` (one request in this many is timed) |
 //! | `brownout_breaker_state` | gauge | — | `breaker` (0 closed, 1 half-open, 2 open) |
 //! | `brownout_concurrency_limit` | gauge | count | `layer`, [`name`] |
 //! | `brownout_timeout_seconds` | gauge | seconds | `layer`, [`name`] |
@@ -59,6 +61,11 @@ pub const QUEUE_DEPTH: &str = "brownout_queue_depth";
 pub const QUEUE_DELAY_SECONDS: &str = "brownout_queue_delay_seconds";
 /// `brownout_latency_seconds{layer, [name]}`.
 pub const LATENCY_SECONDS: &str = "brownout_latency_seconds";
+/// `brownout_latency_quantile_seconds{layer, quantile}`: p50 / p95 / p99 of the last
+/// interval's latency, set at each monitor tick.
+pub const LATENCY_QUANTILE_SECONDS: &str = "brownout_latency_quantile_seconds";
+/// `brownout_latency_sample_every{layer}`: one request in this many is timed.
+pub const LATENCY_SAMPLE_EVERY: &str = "brownout_latency_sample_every";
 /// `brownout_breaker_state{breaker}`: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "brownout_breaker_state";
 /// `brownout_concurrency_limit{layer, [name]}`: the (adaptive) concurrency limit now.
@@ -86,7 +93,7 @@ pub const REASON_LABEL: &str = "reason";
 pub const BREAKER_LABEL: &str = "breaker";
 
 /// Every metric name this module defines, in table order.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     REQUESTS_TOTAL,
     REJECTIONS_TOTAL,
     LEVEL,
@@ -95,6 +102,8 @@ pub const ALL: [&str; 13] = [
     QUEUE_DEPTH,
     QUEUE_DELAY_SECONDS,
     LATENCY_SECONDS,
+    LATENCY_QUANTILE_SECONDS,
+    LATENCY_SAMPLE_EVERY,
     BREAKER_STATE,
     CONCURRENCY_LIMIT,
     TIMEOUT_SECONDS,
@@ -147,6 +156,15 @@ pub fn describe() {
         LATENCY_SECONDS,
         Unit::Seconds,
         "Latency of the requests a layer measured."
+    );
+    describe_gauge!(
+        LATENCY_QUANTILE_SECONDS,
+        Unit::Seconds,
+        "Latency quantile (0.5, 0.95, 0.99) of the requests the monitor timed in its last interval."
+    );
+    describe_gauge!(
+        LATENCY_SAMPLE_EVERY,
+        "One request in this many is timed by the monitor (adapts to the request rate)."
     );
     describe_gauge!(
         BREAKER_STATE,
