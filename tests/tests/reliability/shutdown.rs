@@ -374,6 +374,15 @@ async fn shutdown_under_load_every_request_answered_and_counted() {
         before.admitted > LIMIT as u64,
         "load was served: {before:?}"
     );
+    // Trigger while requests wait in the queue (at 2x load they almost always do; on a
+    // starved machine the clients may lag, so wait for the moment).
+    timeout(Duration::from_secs(10), async {
+        while admission.queued() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("requests queue at twice the capacity");
     assert!(shutdown.trigger());
     timeout(Duration::from_secs(10), all_stopped.notified())
         .await
