@@ -401,7 +401,7 @@ impl FleetRateLimitBuilder {
         self
     }
 
-    /// The most tokens one lease takes (default: 10 ms of the fleet rate, 1 to 1000, at
+    /// The most tokens one lease takes (default: 10 ms of the fleet rate, 8 to 1000, at
     /// most the burst). Larger batches mean fewer Redis calls and a coarser fleet share.
     pub fn batch(mut self, batch: u32) -> Self {
         self.batch = Some(batch);
@@ -442,7 +442,7 @@ impl FleetRateLimitBuilder {
         check::at_least("burst", burst as usize, 1)?;
         let batch = self
             .batch
-            .unwrap_or_else(|| ((self.rate * 0.01).round().clamp(1.0, 1000.0) as u32).min(burst));
+            .unwrap_or_else(|| ((self.rate * 0.01).round().clamp(8.0, 1000.0) as u32).min(burst));
         check::at_least("batch", batch as usize, 1)?;
         check::ordered("batch", batch, "burst", burst)?;
         check::non_zero("lease_ttl", self.lease_ttl)?;

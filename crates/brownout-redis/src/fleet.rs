@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -19,14 +19,17 @@ use crate::gcra::LEASE_SCRIPT;
 
 /// Publishes one instance's report and returns every live report, dropping expired ones.
 ///
-/// `KEYS`: the reports hash, the expiry sorted set. `ARGV`: id, report, TTL (ms).
+/// `KEYS`: the reports hash, the expiry sorted set. `ARGV`: id, report, TTL (ms), `1` to
+/// publish (`0`: read only, after the instance left).
 const HEARTBEAT_SCRIPT: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+end
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, id in ipairs(stale) do redis.call('HDEL', KEYS[1], id) end
 if #stale > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
@@ -186,6 +189,10 @@ pub(crate) struct FleetInner {
     instances: Mutex<Vec<InstanceReport>>,
     reporter: Mutex<Reporter>,
     hooks: Mutex<Vec<Weak<dyn TickHook>>>,
+    /// Set by `leave`: ticks read the fleet but no longer publish.
+    left: AtomicBool,
+    /// Held by each tick, so `leave` cannot race a heartbeat already in flight.
+    ticking: tokio::sync::Mutex<()>,
 }
 
 impl FleetInner {
@@ -281,6 +288,12 @@ impl FleetInner {
     }
 
     async fn tick(&self) {
+        let _ticking = self.ticking.lock().await;
+        let publish = if self.left.load(Ordering::Acquire) {
+            "0"
+        } else {
+            "1"
+        };
         let (level, signals) = (self.reporter.lock().unwrap_or_else(PoisonError::into_inner))();
         let report = InstanceReport::encode(level, &signals);
         let ttl_ms = u64::try_from(self.config.instance_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -291,7 +304,8 @@ impl FleetInner {
             .key(&self.expiry_key)
             .arg(&self.config.instance_id)
             .arg(report)
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(publish);
         let read: Option<Vec<String>> = self
             .guarded("heartbeat", invocation.invoke_async(&mut conn))
             .await;
@@ -431,6 +445,8 @@ impl Fleet {
             instances: Mutex::new(Vec::new()),
             reporter: Mutex::new(Box::new(|| (LoadLevel::Normal, Vec::new()))),
             hooks: Mutex::new(Vec::new()),
+            left: AtomicBool::new(false),
+            ticking: tokio::sync::Mutex::new(()),
             config,
         });
         let weak = Arc::downgrade(&inner);
@@ -524,10 +540,13 @@ impl Fleet {
         self.inner.tick().await;
     }
 
-    /// Removes this instance's report, so it stops counting at once rather than after the
-    /// TTL (call on graceful shutdown). Returns whether Redis confirmed it.
+    /// Stops publishing this instance's report and removes it, so it stops counting at once
+    /// rather than after the TTL (call on graceful shutdown). The instance keeps reading the
+    /// fleet and its limits keep working. Returns whether Redis confirmed the removal.
     pub async fn leave(&self) -> bool {
         let inner = &self.inner;
+        inner.left.store(true, Ordering::Release);
+        let _ticking = inner.ticking.lock().await;
         let mut conn = inner.conn.clone();
         let mut pipe = redis::pipe();
         pipe.hdel(&inner.reports_key, &inner.config.instance_id)

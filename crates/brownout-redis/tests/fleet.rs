@@ -198,7 +198,7 @@ async fn a_tenants_limit_holds_across_instances() {
     );
     // The quiet tenant is under its own limit: every request passes, its first ones under
     // the local share while the first lease is in flight.
-    assert!(quiet >= 295.0, "quiet tenant admitted {quiet} of ~300");
+    assert!(quiet >= 285.0, "quiet tenant admitted {quiet} of ~300");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
