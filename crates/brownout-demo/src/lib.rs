@@ -269,3 +269,37 @@ async fn run_one(
         backend: stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_the_loads_then_the_slowdown_in_its_middle_third() {
+        let args = Args::parse([]).unwrap();
+        let p = phases(&args);
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "load 0.5x",
+                "load 1x",
+                "load 2x",
+                "load 4x",
+                "slowdown 3x at load 0.8x"
+            ]
+        );
+        assert!(p[..4].iter().all(|p| p.duration == Duration::from_secs(5)));
+        let slow = &p[4];
+        assert_eq!(slow.duration, Duration::from_millis(7500));
+        let sd = slow.slowdown.unwrap();
+        assert_eq!(
+            (sd.start, sd.end),
+            (Duration::from_millis(2500), Duration::from_secs(5))
+        );
+        let none = phases(&Args::parse(["--slowdown-load", "0", "--loads", "3"]).unwrap());
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].name, "load 3x");
+        assert_eq!(fmt_num(0.25), "0.25");
+    }
+}
