@@ -24,7 +24,7 @@ pub struct PriorityAdmissionLayer<C = FromExtensions, D = DeadlineFromExtensions
 }
 
 impl PriorityAdmissionLayer {
-    /// A builder with the defaults (gradient limit, queue of 128, CoDel 5 ms / 100 ms).
+    /// A builder with the defaults (gradient limit, queue of 128, CoDel 40 ms / 120 ms).
     pub fn builder() -> PriorityAdmissionBuilder {
         PriorityAdmissionBuilder::default()
     }
@@ -32,7 +32,7 @@ impl PriorityAdmissionLayer {
 
 impl Default for PriorityAdmissionLayer {
     /// The builder's defaults (always valid): gradient limit, queue of 128 scaled per level,
-    /// CoDel 5 ms / 100 ms, starvation bound 1 s, no rate limit, level fixed at `Normal`,
+    /// CoDel 40 ms / 120 ms, starvation bound 1 s, no rate limit, level fixed at `Normal`,
     /// classes and deadlines read from `http::Request` extensions.
     fn default() -> Self {
         match PriorityAdmissionBuilder::default().build() {

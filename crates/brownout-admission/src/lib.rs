@@ -44,7 +44,7 @@
 //!   Capacity is `queue_capacity × Policy::queue[level]`. When full, a newcomer evicts the
 //!   newest request of the lowest class below its own (that one gets
 //!   `Rejected { QueueFull }`), or is refused with `QueueFull`.
-//! * **Queueing delay** — [`QueueTimeout::codel`] (default 5 ms / 100 ms) or
+//! * **Queueing delay** — [`QueueTimeout::codel`] (default 40 ms / 120 ms; standing = the queue did not empty for an interval) or
 //!   [`QueueTimeout::fixed`]: a request that waited past its allowance, or past its own
 //!   [`Deadline`], gets `Rejected { QueueTimeout }` and is never served late. A request
 //!   whose deadline has already passed is refused on arrival.

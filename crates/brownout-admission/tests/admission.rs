@@ -161,7 +161,7 @@ async fn fixed_queue_timeout_rejects_after_max_wait() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn codel_allows_interval_then_target_under_standing_queue() {
+async fn codel_allows_interval_then_target_once_the_queue_did_not_empty_for_an_interval() {
     let backend = Backend::default();
     let layer = builder()
         .limit(Limit::fixed(1))
@@ -174,30 +174,50 @@ async fn codel_allows_interval_then_target_under_standing_queue() {
         .unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(backend.clone());
-    // No standing queue: a waiter may wait up to the interval (100 ms).
     let _running = submit(&mut svc, job(0, Priority::Medium)).await;
     let start = Instant::now();
-    let w = submit(&mut svc, job(1, Priority::Medium)).await;
+    let at = |ms| start + Duration::from_millis(ms);
+    // The queue empties now and then: a waiter may wait the whole interval (100 ms).
+    let w1 = submit(&mut svc, job(1, Priority::Medium)).await;
+    tokio::time::sleep_until(at(50)).await;
+    let w2 = submit(&mut svc, job(2, Priority::Medium)).await;
     assert_eq!(
-        reason(&w.await.unwrap().unwrap_err()),
+        reason(&w1.await.unwrap().unwrap_err()),
         RejectReason::QueueTimeout
     );
     assert_eq!(start.elapsed(), Duration::from_millis(100));
-    // That wait (100 ms > 5 ms) was the minimum of its interval: the queue is standing
-    // for the next interval, so the next waiter gets only the target (5 ms).
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let start = Instant::now();
-    let w = submit(&mut svc, job(2, Priority::Medium)).await;
+    assert!(!handle.standing_queue());
+    // From 100 ms on, someone always waits: w2 until 150 ms, w3 from 120 ms, w4 from 180 ms.
+    tokio::time::sleep_until(at(120)).await;
+    let w3 = submit(&mut svc, job(3, Priority::Medium)).await;
     assert_eq!(
-        reason(&w.await.unwrap().unwrap_err()),
+        reason(&w2.await.unwrap().unwrap_err()),
+        RejectReason::QueueTimeout
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    tokio::time::sleep_until(at(180)).await;
+    let w4 = submit(&mut svc, job(4, Priority::Medium)).await;
+    assert_eq!(
+        reason(&w3.await.unwrap().unwrap_err()),
+        RejectReason::QueueTimeout
+    );
+    // The queue did not empty during [100 ms, 200 ms): it stands, and w4, which has waited
+    // 40 ms, is over the 5 ms target: refused with w3 rather than after 100 ms.
+    assert_eq!(
+        reason(&w4.await.unwrap().unwrap_err()),
         RejectReason::QueueTimeout
     );
     assert!(handle.standing_queue());
-    assert!(
-        start.elapsed() <= Duration::from_millis(6),
-        "{:?}",
-        start.elapsed()
+    assert_eq!(start.elapsed(), Duration::from_millis(220));
+    // The queue emptied again: the next interval does not stand.
+    tokio::time::sleep_until(at(420)).await;
+    let w5 = submit(&mut svc, job(5, Priority::Medium)).await;
+    let before = Instant::now();
+    assert_eq!(
+        reason(&w5.await.unwrap().unwrap_err()),
+        RejectReason::QueueTimeout
     );
+    assert_eq!(before.elapsed(), Duration::from_millis(100));
 }
 
 #[tokio::test(start_paused = true)]
