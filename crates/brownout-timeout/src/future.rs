@@ -11,7 +11,7 @@ use brownout_core::{BoxError, LoadLevel, RejectReason, Rejected};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::Shared;
+use crate::{Shared, decision_metrics};
 
 pin_project! {
     /// The future returned by [`AdaptiveTimeout`](crate::AdaptiveTimeout).
@@ -99,7 +99,8 @@ impl Timer {
 
 /// What the future needs to record its outcome.
 pub(crate) struct Ctx {
-    pub(crate) shared: Arc<Shared>,
+    /// The layer's shared state, for latency samples only (`Some` iff `learn`).
+    pub(crate) shared: Option<Arc<Shared>>,
     /// When the request arrived, if that was read (always for a latency sample).
     pub(crate) start: Option<Instant>,
     pub(crate) level: LoadLevel,
@@ -116,15 +117,15 @@ impl Ctx {
         if ok && self.learn {
             self.record_sample();
         }
-        self.shared.metrics.admitted(None, self.level);
+        decision_metrics().admitted(None, self.level);
     }
 
     /// Records the time since `start` as a latency sample (a learning request always has
-    /// a `start`).
+    /// a `start` and the shared state).
     fn record_sample(&self) {
-        if let Some(start) = self.start {
+        if let (Some(start), Some(shared)) = (self.start, &self.shared) {
             let now = Instant::now();
-            self.shared
+            shared
                 .estimator
                 .record(now.saturating_duration_since(start), now);
         }
@@ -138,7 +139,7 @@ impl Ctx {
             self.record_sample();
         }
         let rejected = Rejected::new(RejectReason::Timeout, self.level);
-        self.shared.metrics.rejected(&rejected);
+        decision_metrics().rejected(&rejected);
         rejected
     }
 }

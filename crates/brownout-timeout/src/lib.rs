@@ -81,8 +81,9 @@
 //! and polls it much later gets the full timeout from the first poll. A response ready at
 //! once then costs no clock read and no timer; one that is pending costs one clock read and
 //! one `Sleep`, created inline in the [`ResponseFuture`] (no `Box`), as tower's `Timeout`
-//! does at every `call`. Every request clones one `Arc`; sampled requests read the clock
-//! again at completion and add one atomic increment.
+//! does at every `call`. Sampled requests clone one `Arc` (the layer's estimator), read the
+//! clock again at completion and add one atomic increment; the others hold no reference to
+//! the layer (decision counters are one process-wide set, `layer="timeout"`).
 //!
 //! # Cancel safety
 //!
@@ -107,7 +108,7 @@ pub mod future;
 mod layer;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -128,7 +129,6 @@ pub use crate::layer::AdaptiveTimeoutLayer;
 pub(crate) struct Shared {
     config: AdaptiveTimeoutConfig,
     estimator: Estimator,
-    metrics: DecisionMetrics,
 }
 
 impl Shared {
@@ -136,9 +136,18 @@ impl Shared {
         Shared {
             config,
             estimator: Estimator::new(config),
-            metrics: DecisionMetrics::new("timeout"),
         }
     }
+}
+
+/// The decision counters of every `AdaptiveTimeout` (`layer="timeout"`).
+///
+/// One per process rather than one per layer: every layer's counters carry the same labels,
+/// so they are the same series anyway, and a response future that needs no latency sample
+/// then holds no reference to its layer (no `Arc` clone per request).
+pub(crate) fn decision_metrics() -> &'static DecisionMetrics {
+    static METRICS: LazyLock<DecisionMetrics> = LazyLock::new(|| DecisionMetrics::new("timeout"));
+    &METRICS
 }
 
 /// Times requests out after an adaptive, level-scaled timeout capped by the caller's
@@ -219,7 +228,7 @@ impl<S, D> AdaptiveTimeout<S, D> {
     #[cold]
     fn reject_now(&self, level: LoadLevel) -> Rejected {
         let rejected = Rejected::new(RejectReason::Timeout, level);
-        self.shared.metrics.rejected(&rejected);
+        decision_metrics().rejected(&rejected);
         tracing::trace!(target: "brownout::timeout", "deadline already passed: rejected");
         rejected
     }
@@ -307,7 +316,7 @@ where
             },
         };
         let ctx = Ctx {
-            shared: self.shared.clone(),
+            shared: learn.then(|| self.shared.clone()),
             start,
             level,
             learn,
