@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints, every test
-# (unit, integration, doc tests, simulations) of the whole workspace.
+# (unit, integration, doc tests, simulations, live-Redis tests) of the whole workspace, then the
+# loom model tests.
 # Works on a fresh machine with only a Rust toolchain: it adds rustfmt/clippy if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,20 @@ cargo fmt --all --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# brownout-redis's tests start their own throw-away redis-server; install it when missing.
+# CI (.ci/run) sets BROWNOUT_REQUIRE_REDIS=1 so those tests fail rather than skip without it.
+echo "==> redis-server for the brownout-redis tests"
+if bash scripts/redis.sh; then
+  export BROWNOUT_REQUIRE_REDIS=1
+elif [ "${BROWNOUT_REQUIRE_REDIS:-0}" = 1 ]; then
+  echo "redis-server is required (BROWNOUT_REQUIRE_REDIS=1) and could not be installed" >&2
+  exit 1
+else
+  echo "warning: no redis-server; the brownout-redis tests against a live Redis will skip" >&2
+fi
+
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
+
+echo "==> loom model tests (scripts/loom.sh)"
+bash scripts/loom.sh --locked
