@@ -69,7 +69,7 @@ pub struct Finished {
     pub table: String,
     /// The JSON summary.
     pub json: serde_json::Value,
-    /// The HTML report's path.
+    /// The HTML report's path (absolute when it could be resolved).
     pub report: PathBuf,
 }
 
@@ -173,6 +173,8 @@ pub async fn run(args: &Args) -> Result<Finished, BoxError> {
     std::fs::create_dir_all(&args.out)?;
     let report = args.out.join("report.html");
     std::fs::write(&report, html::render(&demo)?)?;
+    // The absolute path, so that the printed line can be opened from anywhere.
+    let report = std::fs::canonicalize(&report).unwrap_or(report);
     std::fs::write(args.out.join("goodput.svg"), plot::goodput_by_load(&demo)?)?;
     let json = demo.to_json(&report);
     std::fs::write(

@@ -31,7 +31,10 @@ async fn quick_run_writes_a_well_formed_report_and_accounts_for_every_request() 
     let finished = brownout_demo::run(&args).await.unwrap();
 
     // The files.
-    assert_eq!(finished.report, out.join("report.html"));
+    assert_eq!(
+        finished.report,
+        std::fs::canonicalize(out.join("report.html")).unwrap()
+    );
     let html = std::fs::read_to_string(&finished.report).unwrap();
     let svg = std::fs::read_to_string(out.join("goodput.svg")).unwrap();
     let summary: Value =
