@@ -3,6 +3,9 @@
 //! (counted by a `stats_alloc` global allocator).
 //!
 //! `cargo bench -p brownout-monitor --bench monitor -- --warm-up-time 1 --measurement-time 3`
+//!
+//! On a loaded machine, CPU time per request of one service:
+//! `BROWNOUT_BENCH_ONE=monitor BROWNOUT_BENCH_N=5000000 target/release/deps/monitor-* --bench`
 #![allow(missing_docs)]
 
 use std::alloc::System;
@@ -14,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use brownout_monitor::{LatencyClock, LatencyHistogram, Monitor};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::limit::ConcurrencyLimit;
 use tower::{Layer, Service, service_fn};
@@ -299,5 +302,67 @@ fn paused_clock(c: &mut Criterion) {
     group.finish();
 }
 
+/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat")
+}
+
+/// `BROWNOUT_BENCH_ONE=<service> BROWNOUT_BENCH_N=<n>`: runs 100 000 requests, one monitor
+/// tick (so sampling has adapted, as in the criterion run), then `n` requests, and prints the
+/// thread's CPU time per request. CPU time does not count the time the thread waits for a
+/// core, so it stays usable on a loaded machine (Linux only).
+fn fixed_iterations(name: &str, n: u64) {
+    fn run<S: Service<u64, Response = u64>>(svc: &mut S, monitor: Option<&Monitor>, n: u64) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for i in 0..100_000 {
+            black_box(one(svc, &mut cx, i));
+        }
+        if let Some(monitor) = monitor {
+            monitor.tick_now();
+        }
+        let cpu = thread_cpu_ns();
+        for i in 0..n {
+            black_box(one(svc, &mut cx, i));
+        }
+        let cpu = thread_cpu_ns() - cpu;
+        println!("{:.2} ns CPU/request", cpu as f64 / n as f64);
+    }
+    let build = |builder: brownout_monitor::MonitorBuilder| {
+        builder.manual_ticks().build().expect("valid config")
+    };
+    match name {
+        "bare_service_fn" => run(&mut bare(), None, n),
+        "tower_concurrency_limit" => run(&mut ConcurrencyLimit::new(bare(), 1_000_000), None, n),
+        "monitor" => {
+            let m = build(Monitor::builder().latency_objective(Duration::from_millis(50)));
+            run(&mut m.layer().layer(bare()), Some(&m), n);
+        }
+        "monitor_tsc_clock" => {
+            let m = build(Monitor::builder().latency_clock(LatencyClock::Tsc));
+            run(&mut m.layer().layer(bare()), Some(&m), n);
+        }
+        "monitor_every_request_timed" => {
+            let m = build(Monitor::builder().max_sample_every(1));
+            run(&mut m.layer().layer(bare()), Some(&m), n);
+        }
+        other => panic!("unknown service {other}"),
+    }
+}
+
 criterion_group!(benches, record_path, histogram, components, paused_clock);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(name) = std::env::var("BROWNOUT_BENCH_ONE") {
+        let n = std::env::var("BROWNOUT_BENCH_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        fixed_iterations(&name, n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
