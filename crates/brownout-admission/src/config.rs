@@ -6,9 +6,11 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use brownout_core::config::{ConfigError, check};
+use brownout_core::telemetry::DecisionMetrics;
 use brownout_core::{
     FromExtensions, LevelTable, LoadLevel, LoadSignal, Policy, Priority, QueueProbe,
 };
+use metrics::SharedString;
 
 use crate::extract::{DeadlineFromExtensions, KeyedBy, NoKey};
 use crate::layer::PriorityAdmissionLayer;
@@ -108,6 +110,7 @@ pub struct PriorityAdmissionBuilder<C = FromExtensions, D = DeadlineFromExtensio
     deadline: D,
     retry_after: Duration,
     shutdown_retry_after: Duration,
+    name: Option<SharedString>,
 }
 
 impl Default for PriorityAdmissionBuilder {
@@ -129,6 +132,7 @@ impl Default for PriorityAdmissionBuilder {
             deadline: DeadlineFromExtensions,
             retry_after: Duration::from_secs(1),
             shutdown_retry_after: Duration::from_secs(1),
+            name: None,
         }
     }
 }
@@ -228,6 +232,14 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
         self
     }
 
+    /// Names this instance in its metrics (a `name` label beside `layer="admission"`), so
+    /// the series of several admission layers (e.g. one per route) are not summed together.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<SharedString>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// How requests are classified.
     pub fn classifier<C2>(self, classifier: C2) -> PriorityAdmissionBuilder<C2, D, K> {
         PriorityAdmissionBuilder {
@@ -247,6 +259,7 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
             deadline: self.deadline,
             retry_after: self.retry_after,
             shutdown_retry_after: self.shutdown_retry_after,
+            name: self.name,
         }
     }
 
@@ -270,6 +283,7 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
             deadline,
             retry_after: self.retry_after,
             shutdown_retry_after: self.shutdown_retry_after,
+            name: self.name,
         }
     }
 
@@ -306,6 +320,7 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
             deadline: self.deadline,
             retry_after: self.retry_after,
             shutdown_retry_after: self.shutdown_retry_after,
+            name: self.name,
         }
     }
 
@@ -367,6 +382,10 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
                 .unwrap_or_else(|| LoadSignal::fixed(LoadLevel::Normal)),
             self.probe.clone(),
             self.rate.map(|r| GlobalRate::new(r, &self.policy.rate)),
+            match &self.name {
+                Some(name) => DecisionMetrics::named("admission", name.clone()),
+                None => DecisionMetrics::new("admission"),
+            },
         )
     }
 }

@@ -118,6 +118,7 @@ mod limit;
 pub mod model;
 mod rate;
 mod shared;
+mod telemetry;
 
 use brownout_core::sync::Arc;
 use std::fmt;
@@ -250,7 +251,7 @@ impl<S, C, D, K> PriorityAdmission<S, C, D, K> {
             .totals
             .admitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        shared.record_immediate();
+        shared.record_immediate(class);
         let permit = Permit::new(Arc::clone(shared), class);
         ResponseFuture::running(self.inner.call(req), permit)
     }

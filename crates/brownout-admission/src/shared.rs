@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::config::QueueTimeout;
 use crate::limit::{Algorithm, Outcome, Sample};
 use crate::rate::GlobalRate;
+use crate::telemetry::Telemetry;
 
 const CLASSES: usize = Priority::COUNT;
 
@@ -187,6 +188,7 @@ pub(crate) struct Shared {
     pub(crate) signal: LoadSignal,
     probe: Option<QueueProbe>,
     pub(crate) metrics: DecisionMetrics,
+    telemetry: Telemetry,
     pub(crate) rate: Option<GlobalRate>,
     pub(crate) totals: Totals,
 }
@@ -210,6 +212,7 @@ impl Shared {
         signal: LoadSignal,
         probe: Option<QueueProbe>,
         rate: Option<GlobalRate>,
+        metrics: DecisionMetrics,
     ) -> Shared {
         let now = Instant::now();
         let interval = match settings.timeout {
@@ -243,7 +246,8 @@ impl Shared {
             settings,
             signal,
             probe,
-            metrics: DecisionMetrics::new("admission"),
+            metrics,
+            telemetry: Telemetry::new(),
             rate,
             totals: Totals::default(),
         }
@@ -386,7 +390,8 @@ impl Shared {
                 Err(actual) => current = actual,
             }
         }
-        self.class_in_flight[class].fetch_add(1, Ordering::Relaxed);
+        let n = self.class_in_flight[class].fetch_add(1, Ordering::Relaxed) + 1;
+        self.telemetry.in_flight(&self.metrics, class, n);
         Acquire::Ok
     }
 
@@ -398,7 +403,10 @@ impl Shared {
 
     /// Gives a permit back and hands it on to the best waiter, if any.
     pub(crate) fn release(&self, class: Priority) {
-        self.class_in_flight[class.index()].fetch_sub(1, Ordering::Relaxed);
+        let c = class.index();
+        let n = self.class_in_flight[c].fetch_sub(1, Ordering::Relaxed);
+        self.telemetry
+            .in_flight(&self.metrics, c, n.saturating_sub(1));
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         seq_cst_pair();
         if self.queued.load(Ordering::SeqCst) != 0 {
@@ -425,6 +433,7 @@ impl Shared {
             (new, self.limit.swap(new, Ordering::SeqCst))
         };
         if new != old {
+            self.telemetry.limit(&self.metrics, new);
             tracing::trace!(limit = new, previous = old, "admission: limit changed");
         }
         seq_cst_pair();
@@ -449,10 +458,7 @@ impl Shared {
     fn record_dequeue(&self, q: &mut Queue, class: usize, now: Instant, waited: Duration) {
         q.removed();
         self.queued.fetch_sub(1, Ordering::SeqCst);
-        self.class_queued[class].fetch_sub(1, Ordering::Relaxed);
-        if let Some(probe) = &self.probe {
-            probe.dequeued(waited);
-        }
+        self.dequeued(class, waited);
         if let QueueTimeout::Codel { interval, .. } = self.settings.timeout {
             q.codel.tick(now, interval, q.len);
         }
@@ -627,7 +633,8 @@ impl Shared {
             waker: None,
         });
         q.len += 1;
-        self.class_queued[c].fetch_add(1, Ordering::Relaxed);
+        let depth = self.class_queued[c].fetch_add(1, Ordering::Relaxed) + 1;
+        self.telemetry.queue_depth(&self.metrics, c, depth);
         self.queued.fetch_add(1, Ordering::SeqCst);
         seq_cst_pair();
         self.totals.queued.fetch_add(1, Ordering::Relaxed);
@@ -697,10 +704,7 @@ impl Shared {
                     let waited = now.saturating_duration_since(entry.enqueued);
                     q.removed();
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    self.class_queued[c].fetch_sub(1, Ordering::Relaxed);
-                    if let Some(probe) = &self.probe {
-                        probe.dequeued(waited);
-                    }
+                    self.dequeued(c, waited);
                 }
             }
             GRANTED => {
@@ -730,9 +734,24 @@ impl Shared {
         }
     }
 
-    pub(crate) fn record_immediate(&self) {
+    /// A request of `class` was admitted without waiting.
+    #[inline]
+    pub(crate) fn record_immediate(&self, class: Priority) {
+        self.telemetry
+            .queue_delay(&self.metrics, class.index(), Duration::ZERO);
         if let Some(probe) = &self.probe {
             probe.record_delay(Duration::ZERO);
+        }
+    }
+
+    /// A request of `class` left the queue (admitted, refused or cancelled) after `waited`.
+    fn dequeued(&self, class: usize, waited: Duration) {
+        let depth = self.class_queued[class].fetch_sub(1, Ordering::Relaxed);
+        self.telemetry
+            .queue_depth(&self.metrics, class, depth.saturating_sub(1));
+        self.telemetry.queue_delay(&self.metrics, class, waited);
+        if let Some(probe) = &self.probe {
+            probe.dequeued(waited);
         }
     }
 
