@@ -35,12 +35,15 @@ fn inline_svg(svg: &str) -> &str {
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0;font-size:13px}\
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0;font-size:12px}\
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}\
 th{background:#f3f3f3}td.stack,td.text{text-align:left}\
-figure{margin:1em 0}svg{max-width:100%;height:auto}\
-.charts{display:flex;flex-wrap:wrap;gap:8px}code{background:#f3f3f3;padding:0 3px}";
+.scroll{overflow-x:auto}\
+.charts{display:flex;flex-wrap:wrap;gap:8px}\
+.charts figure{flex:1 1 600px;max-width:760px;margin:0;min-width:0}\
+#goodput{flex-basis:100%;max-width:1520px}\
+svg{width:100%;height:auto}code{background:#f3f3f3;padding:0 3px}";
 
 /// Renders the whole report.
 ///
@@ -123,7 +126,7 @@ fn phase_section(h: &mut String, demo: &Demo, i: usize, p: &PhaseRuns) -> Result
     );
     let _ = write!(
         h,
-        "<table class=\"summary\"><tr><th>stack</th><th>sent</th><th>goodput</th>\
+        "<div class=\"scroll\"><table class=\"summary\"><tr><th>stack</th><th>sent</th><th>goodput</th>\
          <th>ok</th><th>rejected</th><th>failed</th>"
     );
     for class in Priority::ALL {
@@ -166,7 +169,7 @@ fn phase_section(h: &mut String, demo: &Demo, i: usize, p: &PhaseRuns) -> Result
             sum.lateness_max
         );
     }
-    let _ = writeln!(h, "</table><div class=\"charts\">");
+    let _ = writeln!(h, "</table></div><div class=\"charts\">");
     let _ = writeln!(
         h,
         "<figure>{}</figure>",
