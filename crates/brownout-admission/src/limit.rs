@@ -294,6 +294,16 @@ impl Algorithm {
         }
     }
 
+    /// Time one request in this many (a power of two): at high rates a window has far more
+    /// completions than it needs, and each timed one costs two clock reads and this lock.
+    pub(crate) fn sample_every(&self) -> usize {
+        match self {
+            Algorithm::Gradient(g) => g.every,
+            // Every success counts towards the additive increase.
+            Algorithm::Aimd(_) => 1,
+        }
+    }
+
     /// The limit to enforce now.
     pub(crate) fn effective(&self) -> usize {
         match self {
@@ -340,7 +350,12 @@ pub(crate) struct Gradient {
     last_sample: Option<f64>,
     probe: Option<Probe>,
     next_probe: Option<Instant>,
+    /// One request in `every` is timed (a power of two, at most [`MAX_SAMPLE_EVERY`]).
+    every: usize,
 }
+
+/// The sampling never skips more than this: one request in 64 is timed.
+const MAX_SAMPLE_EVERY: usize = 64;
 
 impl Gradient {
     fn new(config: GradientConfig, now: Instant) -> Gradient {
@@ -355,7 +370,19 @@ impl Gradient {
             last_sample: None,
             probe: None,
             next_probe: None,
+            every: 1,
         }
+    }
+
+    /// Adapts the sampling to the completions of the window just evaluated (`count` timed
+    /// ones over `elapsed`): about four times `min_samples` timed completions per `window`.
+    fn resample(&mut self, count: usize, elapsed: Duration) {
+        let per_window = count as f64 * self.every as f64 * self.config.window.as_secs_f64()
+            / elapsed.as_secs_f64().max(1e-9);
+        let want = (4 * self.config.min_samples) as f64;
+        let ratio = (per_window / want).floor().max(1.0) as usize;
+        let every = (ratio.min(MAX_SAMPLE_EVERY) + 1).next_power_of_two() / 2;
+        self.every = every.clamp(1, MAX_SAMPLE_EVERY);
     }
 
     fn clamp(&self, value: f64) -> f64 {
@@ -434,8 +461,13 @@ impl Gradient {
         self.max_in_flight = self.max_in_flight.max(s.in_flight);
         let elapsed = s.now.saturating_duration_since(self.window_start);
         if elapsed < self.config.window || self.count < self.config.min_samples {
+            if self.every > 1 && elapsed >= 4 * self.config.window {
+                // The rate fell while sampling: time every request again.
+                self.every = 1;
+            }
             return self.effective();
         }
+        self.resample(self.count, elapsed);
         let sample = self.sum / self.count as f64;
         // Grow only when the limit was reached in the window: a limit nobody uses says
         // nothing about the backend and would creep upwards for ever.

@@ -125,13 +125,32 @@ impl Reference for TokioInstant {
     }
 }
 
+thread_local! {
+    /// The last instant a [`TokioClock`] read on this thread: governor reads the clock inside
+    /// `check`, and a refusal's `retry_after` is measured from that same instant instead of a
+    /// second clock read.
+    static LAST_NOW: std::cell::Cell<TokioInstant> =
+        const { std::cell::Cell::new(TokioInstant(Nanos::new(0))) };
+}
+
+impl TokioClock {
+    /// The instant of the clock read by the `check` that just returned on this thread.
+    #[inline]
+    fn last_read(&self) -> TokioInstant {
+        LAST_NOW.with(std::cell::Cell::get)
+    }
+}
+
 impl Clock for TokioClock {
     type Instant = TokioInstant;
 
+    #[inline]
     fn now(&self) -> TokioInstant {
-        TokioInstant(Nanos::from(
+        let now = TokioInstant(Nanos::from(
             Instant::now().saturating_duration_since(self.origin),
-        ))
+        ));
+        LAST_NOW.with(|last| last.set(now));
+        now
     }
 }
 
@@ -170,7 +189,7 @@ impl GlobalRate {
     pub(crate) fn check(&self, level: LoadLevel) -> Result<(), RetryAfter> {
         self.limiters[level]
             .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.last_read()))
     }
 }
 
@@ -202,7 +221,7 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
         self.maybe_sweep();
         self.limiters[level]
             .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.last_read()))
     }
 
     /// Forgets keys whose state is back to "full burst available" (governor's

@@ -35,6 +35,11 @@ use crate::telemetry::Telemetry;
 
 const CLASSES: usize = Priority::COUNT;
 
+thread_local! {
+    /// Counts admissions on this thread, to time one request in `sample_every`.
+    static SAMPLE_TICK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 pub(crate) const WAITING: u8 = 0;
 pub(crate) const GRANTED: u8 = 1;
 pub(crate) const REJECTED_FULL: u8 = 2;
@@ -182,6 +187,8 @@ pub(crate) struct Shared {
     class_queued: [AtomicUsize; CLASSES],
     closed: AtomicBool,
     close_retry_ns: AtomicU64,
+    /// `sample_every − 1` of the adaptive limit (a statistics knob: a std atomic).
+    sample_mask: std::sync::atomic::AtomicUsize,
     queue: Mutex<Queue>,
     algorithm: Option<Mutex<Algorithm>>,
     settings: Settings,
@@ -231,6 +238,7 @@ impl Shared {
             class_queued: Default::default(),
             closed: AtomicBool::new(false),
             close_retry_ns: AtomicU64::new(0),
+            sample_mask: std::sync::atomic::AtomicUsize::new(0),
             queue: Mutex::new(Queue {
                 classes: Default::default(),
                 len: 0,
@@ -294,8 +302,24 @@ impl Shared {
         lock(&self.queue).codel.standing
     }
 
-    pub(crate) fn tracks_latency(&self) -> bool {
-        self.algorithm.is_some()
+    /// When an admitted request starts, if its latency is to be timed: always for AIMD, one
+    /// request in `sample_every` for the gradient limit, never for a fixed limit.
+    #[inline]
+    pub(crate) fn sample_start(&self) -> Option<Instant> {
+        self.algorithm.as_ref()?;
+        let mask = self.sample_mask.load(Ordering::Relaxed);
+        if mask != 0 {
+            // A per-thread tick: no shared cache line written per request.
+            let tick = SAMPLE_TICK.with(|t| {
+                let v = t.get().wrapping_add(1);
+                t.set(v);
+                v
+            });
+            if tick & mask != 0 {
+                return None;
+            }
+        }
+        Some(Instant::now())
     }
 
     // ----- rejections --------------------------------------------------------------------
@@ -426,11 +450,20 @@ impl Shared {
             outcome,
             in_flight: self.in_flight.load(Ordering::Relaxed),
         };
-        // Store under the algorithm's lock, so concurrent completions publish in order.
+        // Store under the algorithm's lock, so concurrent completions publish in order; most
+        // completions leave the limit as it was and skip the store.
         let (new, old) = {
             let mut algorithm = lock(algorithm);
             let new = algorithm.on_sample(sample).max(1);
-            (new, self.limit.swap(new, Ordering::SeqCst))
+            let every = algorithm.sample_every() - 1;
+            if self.sample_mask.load(Ordering::Relaxed) != every {
+                self.sample_mask.store(every, Ordering::Relaxed);
+            }
+            let old = self.limit.load(Ordering::Relaxed);
+            if new != old {
+                self.limit.store(new, Ordering::SeqCst);
+            }
+            (new, old)
         };
         if new != old {
             self.telemetry.limit(&self.metrics, new);
@@ -770,7 +803,7 @@ pub(crate) struct Permit {
 
 impl Permit {
     pub(crate) fn new(shared: Arc<Shared>, class: Priority) -> Permit {
-        let started = shared.tracks_latency().then(Instant::now);
+        let started = shared.sample_start();
         Permit {
             shared,
             class,
