@@ -48,7 +48,7 @@
 //!   current level (1.0 / 0.75 / 0.5 / 0.33 / 0.17 by default): under load, give up sooner.
 //!   The `[min, max]` clamp bounds the estimate before scaling.
 //! - The caller's own deadline caps it ([`CallerDeadline`]; for http, a
-//!   [`Deadline`](brownout_core::Deadline) in extensions or a `grpc-timeout` header, malformed
+//!   [`Deadline`] in extensions or a `grpc-timeout` header, malformed
 //!   values ignored). The effective deadline is written back into the request's extensions
 //!   (`Deadline::tighten`) so the handler and downstream calls see the remaining budget.
 //!
@@ -92,7 +92,7 @@
 //!
 //! # Errors
 //!
-//! `Error = BoxError`: a boxed [`Rejected`](brownout_core::Rejected) with reason `Timeout`
+//! `Error = BoxError`: a boxed [`Rejected`] with reason `Timeout`
 //! (expired, deadline passed, or zero timeout), or the inner service's error, boxed.
 //!
 //! # Runtime
