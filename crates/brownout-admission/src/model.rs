@@ -78,6 +78,11 @@ impl Gate {
         }
     }
 
+    /// Raises or lowers the limit as an adaptive algorithm's completion does.
+    pub fn set_limit(&self, limit: usize) {
+        self.shared.set_limit(limit);
+    }
+
     /// Permits held now.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight()

@@ -459,12 +459,24 @@ impl Shared {
             if self.sample_mask.load(Ordering::Relaxed) != every {
                 self.sample_mask.store(every, Ordering::Relaxed);
             }
-            let old = self.limit.load(Ordering::Relaxed);
-            if new != old {
-                self.limit.store(new, Ordering::SeqCst);
-            }
-            (new, old)
+            (new, self.store_limit(new))
         };
+        self.limit_changed(new, old);
+    }
+
+    /// Publishes `new` as the limit; returns the previous one. Called under the algorithm's
+    /// lock, so concurrent completions publish in order.
+    fn store_limit(&self, new: usize) -> usize {
+        let old = self.limit.load(Ordering::Relaxed);
+        if new != old {
+            self.limit.store(new, Ordering::SeqCst);
+        }
+        old
+    }
+
+    /// After [`store_limit`](Self::store_limit): a raised limit hands its new permits to
+    /// waiters. Dekker pair with an enqueuer (it increments `queued`, then reads the limit).
+    fn limit_changed(&self, new: usize, old: usize) {
         if new != old {
             self.telemetry.limit(&self.metrics, new);
             tracing::trace!(limit = new, previous = old, "admission: limit changed");
@@ -474,6 +486,13 @@ impl Shared {
             let mut q = lock(&self.queue);
             self.dispatch(&mut q, Instant::now());
         }
+    }
+
+    /// Sets the limit as an adaptive algorithm would (the model tests' entry point).
+    #[cfg(brownout_loom)]
+    pub(crate) fn set_limit(&self, new: usize) {
+        let old = self.store_limit(new.max(1));
+        self.limit_changed(new.max(1), old);
     }
 
     // ----- the queue ---------------------------------------------------------------------

@@ -148,3 +148,23 @@ fn rel_22_cancelled_waiter_and_release_leave_nothing_behind() {
         assert_idle(&gate);
     });
 }
+
+#[test]
+fn rel_22_raised_limit_wakes_a_waiter_without_any_release() {
+    // The adaptive limit grows while a newcomer queues: the newcomer either takes the new
+    // permit itself or is handed it by the raise (the limit/queued Dekker pair).
+    loom::model(|| {
+        let gate = Arc::new(Gate::new(1, 4));
+        let held = running(gate.admit(Priority::Medium));
+        let g = Arc::clone(&gate);
+        let newcomer = thread::spawn(move || {
+            let permit = admit_and_wait(&g, Priority::Low);
+            assert_eq!(g.in_flight(), 2);
+            drop(permit);
+        });
+        gate.set_limit(2);
+        newcomer.join().unwrap();
+        drop(held);
+        assert_idle(&gate);
+    });
+}
