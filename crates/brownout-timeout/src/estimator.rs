@@ -7,6 +7,8 @@ use std::time::Duration;
 use brownout_core::LoadLevel;
 use brownout_core::clock::SampleRate;
 use brownout_core::config::duration::mul_f64_saturating;
+use brownout_core::telemetry;
+use metrics::Gauge;
 use tokio::time::Instant;
 
 use crate::AdaptiveTimeoutConfig;
@@ -84,6 +86,9 @@ pub(crate) struct Estimator {
     /// One request in this many is timed (adaptive, `1..=max_sample_every`, aiming at
     /// `4 × min_samples` samples per window).
     pub(crate) rate: SampleRate,
+    /// `brownout_timeout_seconds{layer="timeout"}`: the estimate before level scaling, set
+    /// when it is published (registered once, at construction).
+    gauge: Gauge,
 }
 
 impl Estimator {
@@ -104,6 +109,7 @@ impl Estimator {
                 config.max_sample_every,
                 (config.min_samples as u64).saturating_mul(4),
             ),
+            gauge: metrics::gauge!(telemetry::TIMEOUT_SECONDS, "layer" => "timeout"),
         };
         estimator.publish(config.initial);
         estimator
@@ -204,6 +210,11 @@ impl Estimator {
 
     fn publish(&self, estimate: Duration) {
         let unbounded = estimate == Duration::MAX;
+        self.gauge.set(if unbounded {
+            f64::INFINITY
+        } else {
+            estimate.as_secs_f64()
+        });
         self.estimate.store(
             if unbounded {
                 NO_TIMER

@@ -85,6 +85,15 @@
 //! clock again at completion and add one atomic increment; the others hold no reference to
 //! the layer (decision counters are one process-wide set, `layer="timeout"`).
 //!
+//! # Metrics
+//!
+//! Decisions are counted in `brownout_requests_total` / `brownout_rejections_total` with
+//! `layer="timeout"` (admitted at completion, rejected at expiry or at once). The estimate
+//! before level scaling is the gauge `brownout_timeout_seconds{layer="timeout"}`
+//! ([`telemetry::TIMEOUT_SECONDS`](brownout_core::telemetry::TIMEOUT_SECONDS); `+Inf` when
+//! unbounded), registered when the layer is built and set only when a window publishes a new
+//! estimate, never per request.
+//!
 //! # Cancel safety
 //!
 //! Dropping the response future drops the inner future and deregisters the timer; nothing

@@ -748,3 +748,69 @@ proptest! {
         }
     }
 }
+
+mod telemetry {
+    use super::*;
+    use metrics::{
+        Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::sync::Mutex;
+
+    /// Records every value set on a `brownout_timeout_seconds` gauge.
+    #[derive(Default, Clone)]
+    struct TimeoutGauge {
+        values: Arc<Mutex<Vec<(String, f64)>>>,
+    }
+
+    struct Entry {
+        key: String,
+        values: Arc<Mutex<Vec<(String, f64)>>>,
+    }
+
+    impl GaugeFn for Entry {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            self.values.lock().unwrap().push((self.key.clone(), value));
+        }
+    }
+
+    impl Recorder for TimeoutGauge {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Gauge::from_arc(Arc::new(Entry {
+                key: format!("{}{{{}}}", key.name(), labels.join(",")),
+                values: self.values.clone(),
+            }))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_gauge_follows_the_estimate() {
+        let capture = TimeoutGauge::default();
+        // The gauge is registered when the layer is built, and set at every new estimate.
+        let mut svc =
+            metrics::with_local_recorder(&capture, || timed(config(), LoadSignal::default()));
+        run_for(&mut svc, 20, Duration::from_millis(2500)).await;
+        let values = capture.values.lock().unwrap().clone();
+        let key = "brownout_timeout_seconds{layer=timeout}";
+        assert!(values.iter().all(|(k, _)| k == key), "{values:?}");
+        assert_eq!(values.first().map(|(_, v)| *v), Some(0.1), "initial 100 ms");
+        let last = values.last().unwrap().1;
+        let estimate = svc.estimate().unwrap().as_secs_f64();
+        assert_eq!(last, estimate);
+        assert!((0.040..=0.043).contains(&last), "2 × p99 of 20 ms: {last}");
+    }
+}
