@@ -25,13 +25,9 @@ use crate::snapshot::Snapshot;
 /// The `layer` label of the monitor's metrics.
 const LAYER: &str = "monitor";
 
-/// `brownout_latency_quantile_seconds{layer, quantile}`: p50 / p95 / p99 of the last interval
-/// (gauges, set at each tick). The distribution itself is the histogram
-/// [`telemetry::LATENCY_SECONDS`].
-pub const LATENCY_QUANTILE_SECONDS: &str = "brownout_latency_quantile_seconds";
-/// `brownout_latency_sample_every{layer}`: one request in this many is timed (gauge, set at
-/// each tick).
-pub const LATENCY_SAMPLE_EVERY: &str = "brownout_latency_sample_every";
+/// The names of the monitor's own gauges (defined with the others in
+/// [`brownout_core::telemetry`]).
+pub use brownout_core::telemetry::{LATENCY_QUANTILE_SECONDS, LATENCY_SAMPLE_EVERY};
 
 /// The monitor's metric handles, registered once (at the first tick, so a recorder
 /// installed after the monitor was built is still used) and reused at every tick.
