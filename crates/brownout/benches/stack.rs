@@ -426,6 +426,11 @@ fn bench<S: Service<u64>>(
     cx: &mut Context<'_>,
 ) {
     assert!(once(svc, cx, 1), "{name} admits");
+    let _ = svc.poll_ready(cx);
+    eprintln!(
+        "{name}: response future {} bytes",
+        std::mem::size_of_val(&svc.call(1))
+    );
     group.bench_function(name, |b| b.iter(|| once(svc, cx, black_box(1))));
 }
 
