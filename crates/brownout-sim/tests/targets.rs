@@ -175,9 +175,6 @@ fn slowdown_fixed_limit_back_on_target_within_a_second_of_each_change() {
 }
 
 #[test]
-#[ignore = "known miss since the admission crate's final gradient changes: slow-phase settled \
-            efficiency 0.947 (target 0.98) with the adaptive limit at 16; the fixed-limit stack \
-            still meets it (see the issue #4 note)"]
 fn slowdown_adaptive_limit_back_on_target_within_a_second_of_each_change() {
     let r = run(&slowdown(), Stack::Brownout);
     check_slowdown(&r);
@@ -188,8 +185,6 @@ fn slowdown_adaptive_limit_back_on_target_within_a_second_of_each_change() {
 }
 
 #[test]
-#[ignore = "known miss: after the backend recovers, the gradient limit settles at ~21-23, \
-            1.3-1.4x the 16 workers (its no-load latency base was re-probed while slow)"]
 fn slowdown_adaptive_limit_settles_near_the_workers_after_recovery() {
     let r = run(&slowdown(), Stack::Brownout);
     let recovered = &r.settled[1];

@@ -72,7 +72,7 @@ pub struct RouteLimits {
     pub reports_concurrency: usize,
     /// `/reports` requests that may wait for a slot (default 16, scaled per level).
     pub reports_queue: usize,
-    /// How long a `/reports` request may wait for a slot (default: CoDel 5 ms / 100 ms).
+    /// How long a `/reports` request may wait for a slot (default: CoDel 40 ms / 120 ms).
     pub reports_queue_timeout: QueueTimeout,
     /// `/reports` rate limit at `Normal`, scaled down per level (default 20/s, burst 10).
     pub reports_rate: RateLimit,
