@@ -8,7 +8,7 @@
 //! previous state are ignored.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -292,6 +292,10 @@ pub(crate) struct Slot<K, M> {
     last_probe_at: AtomicU64,
     /// Last use (ns since epoch), for idle expiry and LRU eviction of keyed breakers.
     pub(crate) last_used: AtomicU64,
+    /// Whether the window is a full count window holding only successes (written under the
+    /// stats lock, only when it changes). A success recorded into such a window changes
+    /// nothing, so it skips the lock: the closed-state success path takes no lock.
+    only_successes: AtomicBool,
     /// Written on every completed call: on its own cache line, away from the read-mostly
     /// state above.
     stats: CachePadded<Mutex<Stats>>,
@@ -375,6 +379,7 @@ where
             probes: AtomicU64::new(0),
             last_probe_at: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ns),
+            only_successes: AtomicBool::new(false),
             control: Mutex::new(Control {
                 trips: 0,
                 probe_successes: 0,
@@ -470,6 +475,13 @@ where
             failed: outcome == Outcome::Failure,
             slow: self.core.times_calls && elapsed.is_some_and(|e| nanos(e) >= self.core.slow_ns),
         };
+        if sample == Sample::default() && self.only_successes.load(Ordering::Relaxed) {
+            // The window is a full ring of successes: recording one more would replace a
+            // success by a success (totals, rates and consecutive failures unchanged, and
+            // it cannot trip). Linearised at the load above: a failure recorded
+            // concurrently clears the flag under the lock after it.
+            return;
+        }
         let now = match self.core.config.window {
             Window::Time(_) => self.core.now_ns(),
             Window::Count(_) => 0,
@@ -482,6 +494,7 @@ where
             } else {
                 stats.consecutive_failures = 0;
             }
+            self.note_only_successes(&stats);
             self.should_trip(&totals, stats.consecutive_failures)
         };
         if trip {
@@ -570,6 +583,16 @@ where
         let mut stats = lock(&self.stats.0);
         stats.outcomes.clear();
         stats.consecutive_failures = 0;
+        self.note_only_successes(&stats);
+    }
+
+    /// Publishes whether the window holds only successes (the caller holds the stats lock).
+    /// Written only when it changes, so the flag's cache line stays shared while closed.
+    fn note_only_successes(&self, stats: &Stats) {
+        let now = stats.outcomes.only_successes();
+        if self.only_successes.load(Ordering::Relaxed) != now {
+            self.only_successes.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Moves from `word` to `to` (the caller holds the control lock and checked `word`),

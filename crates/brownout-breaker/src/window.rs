@@ -165,6 +165,18 @@ impl Outcomes {
         }
     }
 
+    /// Whether recording one more success (neither failed nor slow) would leave the window
+    /// exactly as it is: a count window that is full and holds only successes. Its entries
+    /// are then all alike, so where the ring's cursor stands does not matter.
+    pub(crate) fn only_successes(&self) -> bool {
+        match self {
+            Outcomes::Count { ring, totals, .. } => {
+                totals.calls == ring.len() as u64 && totals.failures == 0 && totals.slow == 0
+            }
+            Outcomes::Time { .. } => false,
+        }
+    }
+
     /// The totals at `now_ns`, after aging out old buckets.
     pub(crate) fn snapshot(&mut self, now_ns: u64) -> Totals {
         self.advance(now_ns);
@@ -230,6 +242,33 @@ mod tests {
         assert_eq!(t.slow_rate(), 0.75);
         w.clear();
         assert_eq!(w.snapshot(0), Totals::default());
+    }
+
+    #[test]
+    fn only_successes_needs_a_full_count_window_without_failures_or_slow_calls() {
+        let mut w = Outcomes::new(Window::Count(3));
+        for _ in 0..2 {
+            w.record(0, OK);
+            assert!(!w.only_successes(), "not full yet");
+        }
+        w.record(0, OK);
+        assert!(w.only_successes());
+        w.record(0, SLOW);
+        assert!(!w.only_successes());
+        w.record(0, OK);
+        w.record(0, OK);
+        assert!(!w.only_successes(), "the slow call is still in the window");
+        w.record(0, OK);
+        assert!(w.only_successes());
+        w.record(0, FAIL);
+        assert!(!w.only_successes());
+        w.clear();
+        assert!(!w.only_successes());
+        let mut t = Outcomes::new(Window::Time(Duration::from_secs(1)));
+        for _ in 0..10 {
+            t.record(0, OK);
+        }
+        assert!(!t.only_successes(), "a time window counts every call");
     }
 
     #[test]

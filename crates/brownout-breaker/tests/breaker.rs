@@ -1184,3 +1184,75 @@ async fn minimum_calls_larger_than_the_ring_is_capped() {
     trip(&mut svc, &flaky, 1).await;
     assert_eq!(handle.state(), BreakerState::Open);
 }
+
+/// Successes recorded into a full window of successes skip the window lock; the window must
+/// still count exactly as a ring of the last N calls: a failure ages out after exactly N
+/// more calls, and the trip happens on the same call as with every success recorded.
+#[tokio::test(start_paused = true)]
+async fn lock_free_success_path_keeps_the_count_window_exact() {
+    let flaky = Flaky::new();
+    let layer = CircuitBreakLayer::new(
+        config()
+            .window(Window::Count(4))
+            .minimum_calls(4)
+            .build()
+            .unwrap(),
+    );
+    let handle = layer.handle();
+    let mut svc = layer.layer(flaky.service());
+    // Far more successes than the window holds: most of them take the lock-free path.
+    for i in 0..50 {
+        call(&mut svc, i).await.unwrap();
+    }
+    let snap = handle.snapshot();
+    assert_eq!((snap.calls, snap.failures), (4, 0));
+    // One failure stays in the window for exactly 4 calls (itself and 3 successes).
+    trip(&mut svc, &flaky, 1).await;
+    for expected in [1, 1, 1] {
+        call(&mut svc, 0).await.unwrap();
+        assert_eq!(handle.snapshot().failures, expected);
+    }
+    call(&mut svc, 0).await.unwrap();
+    assert_eq!(handle.snapshot().failures, 0);
+    assert_eq!(handle.snapshot().calls, 4);
+    // Back on the lock-free path; then F, S, F: the last 4 calls hold 2 failures = 50 %.
+    for i in 0..10 {
+        call(&mut svc, i).await.unwrap();
+    }
+    trip(&mut svc, &flaky, 1).await;
+    call(&mut svc, 0).await.unwrap();
+    assert_eq!(handle.state(), BreakerState::Closed);
+    trip(&mut svc, &flaky, 1).await;
+    assert_eq!(handle.state(), BreakerState::Open);
+    let snap = handle.snapshot();
+    assert_eq!(snap.state, BreakerState::Open);
+}
+
+/// After a reset the window is empty again: successes are recorded (not skipped) until the
+/// window is full, so `minimum_calls` still counts them.
+#[tokio::test(start_paused = true)]
+async fn reset_empties_the_window_and_successes_count_again() {
+    let flaky = Flaky::new();
+    let layer = CircuitBreakLayer::new(
+        config()
+            .window(Window::Count(4))
+            .minimum_calls(4)
+            .build()
+            .unwrap(),
+    );
+    let handle = layer.handle();
+    let mut svc = layer.layer(flaky.service());
+    for i in 0..10 {
+        call(&mut svc, i).await.unwrap();
+    }
+    assert_eq!(handle.snapshot().calls, 4);
+    handle.reset();
+    assert_eq!(handle.snapshot().calls, 0);
+    for expected in 1..=4u64 {
+        call(&mut svc, 0).await.unwrap();
+        assert_eq!(handle.snapshot().calls, expected);
+    }
+    // 2 failures in the last 4 calls trip it.
+    trip(&mut svc, &flaky, 2).await;
+    assert_eq!(handle.state(), BreakerState::Open);
+}
