@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use brownout_core::ConfigError;
+use brownout_core::clock::{SampleRate, Sampler};
 use brownout_core::config::check;
 
 use crate::window::BucketClock;
@@ -14,6 +15,11 @@ use crate::window::BucketClock;
 const SLOTS: usize = 10;
 /// Fixed-point scale: one retry costs this many units.
 const UNIT: i64 = 1000;
+/// [`Retry`](crate::Retry)'s deposits read the clock about this many times per bucket
+/// (`ttl / 10`)…
+const CLOCK_READS_PER_BUCKET: u64 = 64;
+/// …and at least once every this many requests of one service clone.
+const MAX_DEPOSITS_PER_READ: u32 = 64;
 
 /// How many retries all clones of a layer may make: a fraction of recent requests plus a
 /// small floor per second (Finagle's retry budget, tower's `TpsBudget`).
@@ -28,6 +34,15 @@ const UNIT: i64 = 1000;
 /// Deposits and withdrawals are atomic additions; only the step into a new bucket
 /// (once per `ttl / 10`) takes a short lock. Under concurrent withdrawals the balance can
 /// overshoot by at most the number of racing withdrawers.
+///
+/// [`deposit`](RetryBudget::deposit) reads the clock every time. The deposits
+/// [`Retry`](crate::Retry) makes for its requests read it for one request in N per service
+/// clone (N adapted at each bucket step to about 64 reads per bucket, at most 1 in 64, 1
+/// while quiet); the others land in the bucket the last read found current. A deposit can
+/// so count in the bucket before its own — at most N − 1 requests of one clone late, about
+/// 1/64 of a bucket at a steady rate — and age out that much early; after a silence of a
+/// whole `ttl`, up to N − 1 deposits per clone land in an aged-out bucket and are lost
+/// (fewer retries, never more).
 ///
 /// ```
 /// use std::time::Duration;
@@ -56,6 +71,8 @@ struct Inner {
     deposit: i64,
     reserve: i64,
     exhausted: AtomicU64,
+    /// How many of `Retry`'s deposits in one read the clock.
+    rate: SampleRate,
     ttl: Duration,
     min_per_sec: f64,
     ratio: f64,
@@ -94,6 +111,7 @@ impl RetryBudget {
                 deposit,
                 reserve,
                 exhausted: AtomicU64::new(0),
+                rate: SampleRate::new(MAX_DEPOSITS_PER_READ, CLOCK_READS_PER_BUCKET),
                 ttl,
                 min_per_sec,
                 ratio,
@@ -121,6 +139,21 @@ impl RetryBudget {
     pub fn deposit(&self) {
         if self.inner.deposit != 0 {
             let slot = self.inner.slot();
+            self.inner.slots[slot].fetch_add(self.inner.deposit, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one request like [`deposit`](Self::deposit), reading the clock only when
+    /// `sampler` picks this request (see the type docs): the others go into the bucket the
+    /// last read found current, one atomic add and no clock read.
+    #[inline]
+    pub(crate) fn deposit_sampled(&self, sampler: &mut Sampler) {
+        if self.inner.deposit != 0 {
+            let slot = if sampler.sample(&self.inner.rate) {
+                self.inner.slot()
+            } else {
+                self.inner.clock.current()
+            };
             self.inner.slots[slot].fetch_add(self.inner.deposit, Ordering::Relaxed);
         }
     }
@@ -173,8 +206,20 @@ impl Inner {
     /// The index of the current bucket, clearing the buckets that aged out.
     #[inline]
     fn slot(&self) -> usize {
-        self.clock
-            .index(|i| self.slots[i].store(0, Ordering::Relaxed))
+        self.clock.index_with(
+            |i| self.slots[i].store(0, Ordering::Relaxed),
+            |closed, steps| {
+                // The requests of the bucket that just closed (its balance over one
+                // deposit; withdrawals make it an underestimate, which only reads the clock
+                // more often); a gap means the service went quiet: read it every time.
+                let requests = if steps == 1 && self.deposit > 0 {
+                    self.slots[closed].load(Ordering::Relaxed).max(0) / self.deposit
+                } else {
+                    0
+                };
+                self.rate.adapt(requests as u64);
+            },
+        )
     }
 }
 
@@ -255,6 +300,66 @@ mod tests {
         assert_eq!(budget.balance(), 1);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(budget.balance(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampled_deposits_of_a_quiet_service_read_the_clock_every_time() {
+        let exact = RetryBudget::new(Duration::from_secs(10), 0.0, 1.0).unwrap();
+        let sampled = RetryBudget::new(Duration::from_secs(10), 0.0, 1.0).unwrap();
+        let mut sampler = Sampler::new();
+        // A few requests per bucket: the rate stays at one read per deposit, so the two
+        // budgets age out identically.
+        for step in 0..40 {
+            for _ in 0..(step % 3) {
+                exact.deposit();
+                sampled.deposit_sampled(&mut sampler);
+            }
+            assert_eq!(sampled.inner.rate.every(), 1);
+            assert_eq!(sampled.balance(), exact.balance(), "at step {step}");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampled_deposits_of_a_busy_service_are_at_most_one_read_late() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0.0, 1.0).unwrap();
+        let mut sampler = Sampler::new();
+        // 6 400 requests in the first bucket, every one of them counted.
+        for _ in 0..6_400 {
+            budget.deposit_sampled(&mut sampler);
+        }
+        assert_eq!(budget.balance(), 6_400);
+        // The step into the next bucket adapts the rate: 6 400 / 64 = one read in 64 at most.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..6_400 {
+            budget.deposit_sampled(&mut sampler);
+        }
+        assert_eq!(budget.inner.rate.every(), 64);
+        assert_eq!(
+            budget.balance(),
+            12_800,
+            "no deposit is lost within the window"
+        );
+        // At 2 s, some deposits of this clone (fewer than 64) still go to the bucket of 1 s.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            budget.deposit_sampled(&mut sampler);
+        }
+        assert_eq!(budget.balance(), 12_900);
+        // At 11 s the bucket of 1 s ages out, with the late deposits: early by one bucket.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let left = budget.balance();
+        assert!(
+            (100 - 63..=100).contains(&left),
+            "{left} of the 100 deposits left"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(budget.balance(), 0);
+        // After the silence the next bucket step finds a gap: back to a read per deposit.
+        sampler = Sampler::new();
+        budget.deposit_sampled(&mut sampler);
+        assert_eq!(budget.inner.rate.every(), 1);
+        assert_eq!(budget.balance(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,6 +73,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use brownout_core::clock::Sampler;
 use tower_service::Service;
 
 pub use backoff::{Backoff, Jitter};
@@ -119,6 +120,8 @@ use crate::shared::{NoCopy, Shared};
 pub struct Retry<S, K = DefaultClassifier, C = ByClone, I = AnyRequest> {
     inner: S,
     shared: Arc<Shared<K, C, I>>,
+    /// Which of this clone's budget deposits read the clock.
+    sampler: Sampler,
 }
 
 impl<S> Retry<S> {
@@ -130,7 +133,11 @@ impl<S> Retry<S> {
 
 impl<S, K, C, I> Retry<S, K, C, I> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<K, C, I>>) -> Self {
-        Retry { inner, shared }
+        Retry {
+            inner,
+            shared,
+            sampler: Sampler::new(),
+        }
     }
 
     /// What this service (and every service of its layer) did so far.
@@ -151,6 +158,7 @@ impl<S: Clone, K, C, I> Clone for Retry<S, K, C, I> {
         Retry {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            sampler: Sampler::new(),
         }
     }
 }
@@ -183,7 +191,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         if let Some(budget) = &shared.config.budget {
-            budget.deposit();
+            budget.deposit_sampled(&mut self.sampler);
         }
         let copy = if shared.config.max_attempts <= 1 {
             Err(NoCopy::LastAttempt)

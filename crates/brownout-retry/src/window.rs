@@ -51,19 +51,38 @@ impl BucketClock {
     /// since the last call, before the index moves.
     #[inline]
     pub(crate) fn index(&self, clear: impl Fn(usize)) -> usize {
+        self.index_with(clear, |_, _| {})
+    }
+
+    /// [`index`](Self::index), and when the clock moves on to a new bucket, `closed(i, n)`
+    /// first (under the rotation lock): `i` is the bucket that was current, `n` how many
+    /// bucket lengths passed since it became current (1 when the new bucket follows it).
+    #[inline]
+    pub(crate) fn index_with(
+        &self,
+        clear: impl Fn(usize),
+        closed: impl FnOnce(usize, u64),
+    ) -> usize {
         let now = self.now_nanos();
         if now < self.edge.load(Ordering::Acquire) {
             return self.current.load(Ordering::Acquire);
         }
-        self.advance(now, clear)
+        self.advance(now, clear, closed)
+    }
+
+    /// The bucket the last clock read found current, without reading the clock.
+    #[inline]
+    pub(crate) fn current(&self) -> usize {
+        self.current.load(Ordering::Acquire)
     }
 
     #[cold]
-    fn advance(&self, now: u64, clear: impl Fn(usize)) -> usize {
+    fn advance(&self, now: u64, clear: impl Fn(usize), closed: impl FnOnce(usize, u64)) -> usize {
         let _guard = self.rotate.lock().unwrap_or_else(PoisonError::into_inner);
         let epoch = now / self.bucket_nanos;
         let seen = self.epoch.load(Ordering::Acquire);
         if epoch > seen {
+            closed((seen % self.len) as usize, epoch - seen);
             let steps = (epoch - seen).min(self.len);
             for step in 1..=steps {
                 clear(((epoch - steps + step) % self.len) as usize);
