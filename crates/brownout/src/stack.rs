@@ -181,6 +181,38 @@ impl<A, O> Brownout<A, O> {
     }
 }
 
+#[cfg(feature = "grpc-health")]
+impl<A, O> Brownout<A, O> {
+    /// A [`GrpcHealth`](crate::grpc::health::GrpcHealth) reporting this stack's health
+    /// (level, signals, shutdown; see [`health`](Self::health)) through tonic-health's
+    /// `reporter` for the whole server; add services with `.service(name)`, then spawn
+    /// its `run()`.
+    ///
+    /// ```
+    /// use brownout::{Brownout, LoadLevel};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let brownout = Brownout::grpc_builder().build()?;
+    /// let (reporter, _health_server) = tonic_health::server::health_reporter();
+    /// let mut grpc_health = brownout.grpc_health(reporter)?.service("greeter.v1.Greeter");
+    /// assert_eq!(grpc_health.sync().await, tonic_health::ServingStatus::Serving);
+    /// brownout.publisher().force(LoadLevel::Emergency);
+    /// assert_eq!(grpc_health.sync().await, tonic_health::ServingStatus::NotServing);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the health registry it builds has no component checks to refuse.
+    pub fn grpc_health(
+        &self,
+        reporter: tonic_health::server::HealthReporter,
+    ) -> Result<crate::grpc::health::GrpcHealth, ConfigError> {
+        let health = self.health().build()?;
+        Ok(crate::grpc::health::GrpcHealth::new(health, reporter))
+    }
+}
+
 impl<A, O> fmt::Debug for Brownout<A, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Brownout")

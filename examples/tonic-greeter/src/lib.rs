@@ -27,7 +27,7 @@
 //!   tonic stops accepting connections; [`serve`] returns the shutdown report once in-flight
 //!   calls are drained.
 //! - `grpc.health.v1.Health` (tonic-health) answers from brownout's `Health` through
-//!   `brownout::grpc::health::GrpcHealth`: `SERVING` while healthy or degraded,
+//!   `brownout::grpc::health::GrpcHealth` (`Brownout::grpc_health`): `SERVING` while healthy or degraded,
 //!   `NOT_SERVING` at Emergency or once shutdown triggers.
 //!
 //! `src/main.rs` is the server binary, `src/bin/client.rs` a client; see the README.
@@ -37,7 +37,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use brownout::admission::{Limit, RateLimit};
-use brownout::grpc::health::GrpcHealth;
 use brownout::http::DeadlineLayer;
 use brownout::monitor::Monitor;
 use brownout::shutdown::{Shutdown, ShutdownReport};
@@ -233,7 +232,8 @@ pub async fn serve(
 
     // grpc.health.v1 from the same verdict as an http health endpoint.
     let (reporter, health_server) = tonic_health::server::health_reporter();
-    let health = GrpcHealth::new(brownout.health().build()?, reporter)
+    let health = brownout
+        .grpc_health(reporter)?
         .service(<GreeterServer<GreeterService> as NamedService>::NAME)
         .interval(Duration::from_secs(1));
     let health_task = tokio::spawn(health.run());

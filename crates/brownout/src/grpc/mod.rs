@@ -64,7 +64,7 @@
 //!     .deadline(DeadlineLayer::grpc_timeout().max(Duration::from_secs(30)))
 //!     .build()?;
 //! let (reporter, health_server) = tonic_health::server::health_reporter();
-//! tokio::spawn(GrpcHealth::new(brownout.health().build()?, reporter).run()); // `grpc-health`
+//! tokio::spawn(brownout.grpc_health(reporter)?.run()); // feature `grpc-health`
 //! Server::builder()
 //!     .layer(brownout.layer())
 //!     .add_service(health_server)
