@@ -224,15 +224,19 @@ impl<A, O> fmt::Debug for Brownout<A, O> {
 }
 
 type AdmissionConfigurator = Box<dyn FnOnce(PriorityAdmissionBuilder) -> PriorityAdmissionBuilder>;
+type ShedConfigurator = Box<dyn FnOnce(LoadShedBuilder) -> LoadShedBuilder>;
+type TimeoutConfigurator = Box<dyn FnOnce(AdaptiveTimeoutBuilder) -> AdaptiveTimeoutBuilder>;
 
 /// Configures a [`Brownout`] stack; every layer can be configured or left out.
 pub struct BrownoutBuilder<A = HttpAnswer, O = HttpOutcome> {
     policy: Policy,
     monitor: MonitorBuilder,
     given_monitor: Option<Monitor>,
-    shed: Option<LoadShedBuilder>,
+    // Layer settings are kept as closures and applied at `build`, after the policy, so a
+    // layer's own settings win over the policy whichever order they were given in.
+    shed: Option<ShedConfigurator>,
     admission: Option<AdmissionConfigurator>,
-    timeout: Option<AdaptiveTimeoutBuilder>,
+    timeout: Option<TimeoutConfigurator>,
     shutdown: Option<Shutdown>,
     classifier: Option<HttpClassifier>,
     priority_header: String,
@@ -249,9 +253,9 @@ impl Default for BrownoutBuilder {
             policy: Policy::default(),
             monitor: Monitor::builder(),
             given_monitor: None,
-            shed: Some(LoadShedConfig::builder()),
+            shed: Some(Box::new(|s| s)),
             admission: Some(Box::new(|a| a)),
-            timeout: Some(AdaptiveTimeoutConfig::builder()),
+            timeout: Some(Box::new(|t| t)),
             shutdown: None,
             classifier: None,
             priority_header: brownout_core::headers::PRIORITY.as_str().to_owned(),
@@ -306,7 +310,8 @@ impl<A, O> fmt::Debug for BrownoutBuilder<A, O> {
 
 impl<A, O> BrownoutBuilder<A, O> {
     /// The per-level policy every layer follows (shed sets, rate and queue scales, timeout
-    /// scales, handler work). Layer-specific settings given later still win.
+    /// scales, handler work). A layer's own settings (e.g. `shed(|s| s.shed_table(..))`)
+    /// win over the policy, whether given before or after it.
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
         self.work = policy.work;
@@ -331,11 +336,17 @@ impl<A, O> BrownoutBuilder<A, O> {
         self
     }
 
-    /// Configures the load-shed layer (turning it on if it was off).
+    /// Configures the load-shed layer (turning it on if it was off). Calls add up, a later
+    /// call's settings winning over an earlier one's; all win over [`policy`](Self::policy).
     #[must_use]
-    pub fn shed(mut self, configure: impl FnOnce(LoadShedBuilder) -> LoadShedBuilder) -> Self {
-        let builder = self.shed.take().unwrap_or_else(LoadShedConfig::builder);
-        self.shed = Some(configure(builder));
+    pub fn shed(
+        mut self,
+        configure: impl FnOnce(LoadShedBuilder) -> LoadShedBuilder + 'static,
+    ) -> Self {
+        self.shed = Some(match self.shed.take() {
+            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
+            None => Box::new(configure),
+        });
         self
     }
 
@@ -347,13 +358,17 @@ impl<A, O> BrownoutBuilder<A, O> {
     }
 
     /// Configures the priority admission layer (limit, queue, rate limits, reserved shares);
-    /// the builder's signal, policy and queue probe are set for you.
+    /// the builder's signal, policy and queue probe are set for you. Calls add up, a later
+    /// call's settings winning over an earlier one's (turning the layer on if it was off).
     #[must_use]
     pub fn admission(
         mut self,
         configure: impl FnOnce(PriorityAdmissionBuilder) -> PriorityAdmissionBuilder + 'static,
     ) -> Self {
-        self.admission = Some(Box::new(configure));
+        self.admission = Some(match self.admission.take() {
+            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
+            None => Box::new(configure),
+        });
         self
     }
 
@@ -364,17 +379,18 @@ impl<A, O> BrownoutBuilder<A, O> {
         self
     }
 
-    /// Configures the adaptive timeout layer (turning it on if it was off).
+    /// Configures the adaptive timeout layer (turning it on if it was off). Calls add up, a
+    /// later call's settings winning over an earlier one's; all win over
+    /// [`policy`](Self::policy).
     #[must_use]
     pub fn timeout(
         mut self,
-        configure: impl FnOnce(AdaptiveTimeoutBuilder) -> AdaptiveTimeoutBuilder,
+        configure: impl FnOnce(AdaptiveTimeoutBuilder) -> AdaptiveTimeoutBuilder + 'static,
     ) -> Self {
-        let builder = self
-            .timeout
-            .take()
-            .unwrap_or_else(AdaptiveTimeoutConfig::builder);
-        self.timeout = Some(configure(builder));
+        self.timeout = Some(match self.timeout.take() {
+            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
+            None => Box::new(configure),
+        });
         self
     }
 
@@ -463,9 +479,8 @@ impl<A, O> BrownoutBuilder<A, O> {
         let signal = monitor.signal();
 
         let shed = match self.shed {
-            Some(builder) => {
-                let config = builder
-                    .policy(&self.policy)
+            Some(configure) => {
+                let config = configure(LoadShedConfig::builder().policy(&self.policy))
                     .build()
                     .map_err(|e| e.within("shed"))?;
                 Some(LoadShedLayer::new(config).with_signal(signal.clone()))
@@ -487,9 +502,8 @@ impl<A, O> BrownoutBuilder<A, O> {
             None => None,
         };
         let timeout = match self.timeout {
-            Some(builder) => {
-                let config = builder
-                    .policy(&self.policy)
+            Some(configure) => {
+                let config = configure(AdaptiveTimeoutConfig::builder().policy(&self.policy))
                     .build()
                     .map_err(|e| e.within("timeout"))?;
                 Some(AdaptiveTimeoutLayer::new(config).with_signal(signal.clone()))
