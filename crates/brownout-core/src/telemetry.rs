@@ -74,7 +74,7 @@ pub const CONCURRENCY_LIMIT: &str = "brownout_concurrency_limit";
 pub const TIMEOUT_SECONDS: &str = "brownout_timeout_seconds";
 /// `brownout_retry_budget{layer, [name]}`: retries the budget would allow now.
 pub const RETRY_BUDGET: &str = "brownout_retry_budget";
-/// `brownout_shutdown_phase`: 0 running, 1 draining, 2 terminated.
+/// `brownout_shutdown_phase{layer}`: 0 running, 1 draining, 2 terminated.
 pub const SHUTDOWN_PHASE: &str = "brownout_shutdown_phase";
 
 /// The label naming the layer type (`shed`, `admission`, …).

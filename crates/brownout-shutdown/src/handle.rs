@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use brownout_core::telemetry::DecisionMetrics;
+use brownout_core::telemetry::{DecisionMetrics, SHUTDOWN_PHASE};
 use brownout_core::{BoxError, LoadSignal, RejectReason, Rejected};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     phase: AtomicU8,
     phase_tx: watch::Sender<Phase>,
+    /// `brownout_shutdown_phase`, registered once and set on each phase change.
+    phase_gauge: metrics::Gauge,
     /// Woken when `in_flight` reaches zero after the trigger.
     drained: Notify,
     drain_done: AtomicBool,
@@ -193,6 +195,7 @@ impl Shared {
 
     fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
+        self.phase_gauge.set(f64::from(phase as u8));
         self.phase_tx.send_replace(phase);
     }
 
@@ -405,6 +408,9 @@ impl Shutdown {
 
     pub(crate) fn from_parts(config: ShutdownConfig, signal: LoadSignal) -> Shutdown {
         let (phase_tx, _) = watch::channel(Phase::Running);
+        let metrics = DecisionMetrics::new("shutdown");
+        let phase_gauge = metrics.gauge(SHUTDOWN_PHASE);
+        phase_gauge.set(f64::from(Phase::Running as u8));
         Shutdown {
             shared: Arc::new(Shared {
                 in_flight: Padded(AtomicUsize::new(0)),
@@ -417,11 +423,12 @@ impl Shutdown {
                 aborted: AtomicU64::new(0),
                 cancelled: AtomicU64::new(0),
                 signal,
-                metrics: DecisionMetrics::new("shutdown"),
+                metrics,
                 config,
                 ready: AtomicBool::new(true),
                 phase: AtomicU8::new(Phase::Running as u8),
                 phase_tx,
+                phase_gauge,
                 drained: Notify::new(),
                 drain_done: AtomicBool::new(false),
                 driver_started: AtomicBool::new(false),
