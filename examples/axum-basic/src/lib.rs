@@ -32,9 +32,12 @@ static METRICS: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
     METRICS
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .map_err(|e| format!("installing the Prometheus recorder: {e}"))
+                .map_err(|e| format!("installing the Prometheus recorder: {e}"))?;
+            // HELP and unit lines for every brownout metric in the exposition.
+            brownout::telemetry::describe();
+            Ok(handle)
         })
         .clone()
 }

@@ -81,6 +81,11 @@ async fn serves_sheds_and_drains_on_loopback() {
             .filter(|line| line.starts_with(&format!("{name}{{")))
             .collect()
     };
+    // install_metrics also described every metric: the exposition carries HELP lines.
+    assert!(
+        metrics.contains("# HELP brownout_requests_total "),
+        "{metrics}"
+    );
     let admitted = samples("brownout_requests_total");
     assert!(
         admitted.iter().any(|l| l.contains(r#"layer="shed""#)

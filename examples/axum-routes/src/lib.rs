@@ -275,9 +275,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .map_err(|e| format!("installing the Prometheus recorder: {e}"))
+                .map_err(|e| format!("installing the Prometheus recorder: {e}"))?;
+            // HELP and unit lines for every brownout metric in the exposition.
+            brownout::telemetry::describe();
+            Ok(handle)
         })
         .clone()
 }
