@@ -150,7 +150,7 @@ impl RetryBudget {
     pub(crate) fn deposit_sampled(&self, sampler: &mut Sampler) {
         if self.inner.deposit != 0 {
             let slot = if sampler.sample(&self.inner.rate) {
-                self.inner.slot()
+                self.inner.sampled_slot()
             } else {
                 self.inner.clock.current()
             };
@@ -203,6 +203,13 @@ impl RetryBudget {
 }
 
 impl Inner {
+    /// [`slot`](Self::slot) out of line: the clock read of one deposit in N stays out of
+    /// the request path's code.
+    #[inline(never)]
+    fn sampled_slot(&self) -> usize {
+        self.slot()
+    }
+
     /// The index of the current bucket, clearing the buckets that aged out.
     #[inline]
     fn slot(&self) -> usize {

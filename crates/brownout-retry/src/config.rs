@@ -192,7 +192,9 @@ impl RetryBuilder {
         self
     }
 
-    /// No retry at or above this level (default `High`).
+    /// No retry at or above this level (default `High`). The level is read when a request
+    /// is sent (at or above it, no copy of the request is made and a failure is not
+    /// retried, even if the level fell meanwhile) and again when an attempt fails.
     #[must_use]
     pub fn suppress_at(mut self, level: LoadLevel) -> Self {
         self.suppress_at = level;

@@ -197,6 +197,10 @@ where
             Err(NoCopy::LastAttempt)
         } else if !shared.requests.is_idempotent(&req) {
             Err(NoCopy::NotIdempotent)
+        } else if shared.config.signal.level() >= shared.config.suppress_at {
+            // Loaded now: no retry would be made if this attempt failed soon, so the copy
+            // (for http, a header map and a buffered body) is not made either.
+            Err(NoCopy::SuppressedByLevel)
         } else {
             shared
                 .cloner

@@ -99,6 +99,9 @@ pub(crate) enum NoCopy {
     NotIdempotent,
     NotCloneable,
     LastAttempt,
+    /// The load level was at or above `suppress_at` when the request was sent: no copy
+    /// was made, and a failure is not retried even if the level dropped meanwhile.
+    SuppressedByLevel,
 }
 
 /// A retry to make: after `delay`, holding `token` until the attempt starts.
@@ -134,8 +137,17 @@ impl<K, C, I> Shared<K, C, I> {
         let count = |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
         };
+        let level = self.config.signal.level();
         match attempt.copy {
-            NoCopy::Held => {}
+            NoCopy::Held if level < self.config.suppress_at => {}
+            NoCopy::Held | NoCopy::SuppressedByLevel => {
+                count(&state.suppressed_by_level);
+                state
+                    .metrics
+                    .rejected(&Rejected::new(RejectReason::Shed, level));
+                tracing::trace!(%level, "retry suppressed by the load level");
+                return None;
+            }
             NoCopy::NotIdempotent => {
                 count(&state.not_idempotent);
                 return None;
@@ -148,15 +160,6 @@ impl<K, C, I> Shared<K, C, I> {
                 count(&state.attempts_exhausted);
                 return None;
             }
-        }
-        let level = self.config.signal.level();
-        if level >= self.config.suppress_at {
-            count(&state.suppressed_by_level);
-            state
-                .metrics
-                .rejected(&Rejected::new(RejectReason::Shed, level));
-            tracing::trace!(%level, "retry suppressed by the load level");
-            return None;
         }
         if after.is_some_and(|after| after > self.config.max_retry_after) {
             count(&state.retry_after_too_long);

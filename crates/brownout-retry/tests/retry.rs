@@ -161,6 +161,45 @@ async fn rel_13_level_high_or_above_suppresses_retries() {
     assert_eq!(layer.stats().suppressed_by_level, 3);
 }
 
+/// The level is read when the request is sent (no copy is made at or above `suppress_at`)
+/// and again when it fails: a request sent at High is not retried even if the level fell
+/// before its failure; one sent at Normal is retried while the level stays below.
+#[tokio::test(start_paused = true)]
+async fn level_high_when_sent_suppresses_the_retry_and_skips_the_copy() {
+    let (publisher, signal) = LoadSignal::channel(LoadLevel::High);
+    let publisher = Arc::new(publisher);
+    let calls = Arc::new(AtomicU32::new(0));
+    let (p, seen) = (publisher.clone(), calls.clone());
+    let svc = service_fn(move |_: u32| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let p = p.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            p.publish(LoadLevel::Normal);
+            Err::<u32, BoxError>("boom".into())
+        }
+    });
+    let layer = RetryLayer::new(
+        config()
+            .max_attempts(3)
+            .unlimited_budget()
+            .signal(signal)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = layer.layer(svc);
+    let err = svc.ready().await.unwrap().call(0).await.unwrap_err();
+    assert_eq!(err.to_string(), "boom");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "sent at High: no retry");
+    let stats = layer.stats();
+    assert_eq!((stats.suppressed_by_level, stats.retries), (1, 0));
+    // Now sent at Normal (and still Normal when it fails): retried up to max_attempts.
+    calls.store(0, Ordering::SeqCst);
+    assert!(svc.ready().await.unwrap().call(0).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(layer.stats().suppressed_by_level, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rel_12_empty_budget_returns_the_original_error() {
     let (svc, calls) = flaky(u32::MAX);
