@@ -17,10 +17,14 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::LoadLevel;
+use crate::{LoadLevel, RejectReason};
 
 /// `x-load-level`: the server's load level (`normal` … `emergency`) on its responses.
 pub const LOAD_LEVEL: HeaderName = HeaderName::from_static("x-load-level");
+
+/// `x-reject-reason`: on a refusal, why (`shed`, `queue_full`, `rate_limited`, … — the
+/// [`RejectReason::as_str`] names), so clients and tests need not parse the body.
+pub const REJECT_REASON: HeaderName = HeaderName::from_static("x-reject-reason");
 
 /// `x-priority`: the request's class (`critical` … `background`, or `0`–`4`).
 pub const PRIORITY: HeaderName = HeaderName::from_static("x-priority");
@@ -44,6 +48,19 @@ pub fn load_level(headers: &HeaderMap) -> Option<LoadLevel> {
     headers.get(LOAD_LEVEL)?.to_str().ok()?.parse().ok()
 }
 
+/// The value brownout writes in [`REJECT_REASON`] for `reason` (its snake-case name).
+pub const fn reason_value(reason: RejectReason) -> HeaderValue {
+    HeaderValue::from_static(reason.as_str())
+}
+
+/// The reason a server gave in its [`REJECT_REASON`] header; `None` when absent or unknown.
+pub fn reject_reason(headers: &HeaderMap) -> Option<RejectReason> {
+    let value = headers.get(REJECT_REASON)?.as_bytes();
+    RejectReason::ALL
+        .into_iter()
+        .find(|reason| reason.as_str().as_bytes() == value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +72,19 @@ mod tests {
             map.insert(LOAD_LEVEL, level_value(level));
             assert_eq!(load_level(&map), Some(level));
         }
+    }
+
+    #[test]
+    fn every_reason_round_trips_through_its_header_value() {
+        for reason in RejectReason::ALL {
+            let mut map = HeaderMap::new();
+            map.insert(REJECT_REASON, reason_value(reason));
+            assert_eq!(reject_reason(&map), Some(reason));
+        }
+        let mut map = HeaderMap::new();
+        assert_eq!(reject_reason(&map), None);
+        map.insert(REJECT_REASON, HeaderValue::from_static("tired"));
+        assert_eq!(reject_reason(&map), None);
     }
 
     #[test]

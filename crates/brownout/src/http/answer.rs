@@ -52,8 +52,8 @@ impl<B: From<String>> Answer<B> for HttpAnswer {
 }
 
 /// The `x-load-level` value for `level`.
-pub(crate) fn level_value(level: LoadLevel) -> HeaderValue {
-    HeaderValue::from_static(level.as_str())
+pub(crate) const fn level_value(level: LoadLevel) -> HeaderValue {
+    brownout_core::headers::level_value(level)
 }
 
 /// The layer of [`Answering`]: answers errors and panics with `A`'s responses, and

@@ -29,8 +29,8 @@ pub use degradation::{
 };
 pub use keys::{ClientIp, HeaderKey, IpNet};
 pub use response::{
-    LOAD_LEVEL_HEADER, RejectionResponse, RejectionResponseLayer, ResponseFuture, error_response,
-    rejection_response, retry_after_secs, status_for,
+    LOAD_LEVEL_HEADER, REJECT_REASON_HEADER, RejectionResponse, RejectionResponseLayer,
+    ResponseFuture, error_response, rejection_response, retry_after_secs, status_for,
 };
 
 #[cfg(feature = "axum")]

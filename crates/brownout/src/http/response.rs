@@ -10,7 +10,11 @@ use brownout_core::{RejectReason, Rejected};
 
 /// The response header carrying the server's load level (`normal` … `emergency`), read by
 /// client-side throttles to shed locally what the server would shed anyway.
-pub const LOAD_LEVEL_HEADER: HeaderName = HeaderName::from_static("x-load-level");
+pub const LOAD_LEVEL_HEADER: HeaderName = brownout_core::headers::LOAD_LEVEL;
+
+/// The response header naming why a request was refused (`shed`, `queue_full`, …), so
+/// clients need not parse the body ([`brownout_core::headers::reject_reason`] reads it).
+pub const REJECT_REASON_HEADER: HeaderName = brownout_core::headers::REJECT_REASON;
 
 /// The status code for a rejection: 429 for rate limits, 504 for timeouts, 503 for every
 /// other reason (shed, queue full or timed out, circuit open, shutting down, budget spent).
@@ -58,6 +62,7 @@ fn explanation(reason: RejectReason) -> &'static str {
 /// assert_eq!(response.status(), 429);
 /// assert_eq!(response.headers()["retry-after"], "2");
 /// assert_eq!(response.headers()["x-load-level"], "high");
+/// assert_eq!(response.headers()["x-reject-reason"], "rate_limited");
 /// assert!(response.body().starts_with("rate_limited"));
 /// ```
 pub fn rejection_response<B: From<String>>(rejected: &Rejected) -> Response<B> {
@@ -71,6 +76,10 @@ pub fn rejection_response<B: From<String>>(rejected: &Rejected) -> Response<B> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(LOAD_LEVEL_HEADER, level_value(rejected.level()));
+    headers.insert(
+        REJECT_REASON_HEADER,
+        brownout_core::headers::reason_value(reason),
+    );
     if let Some(after) = rejected.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
     }
