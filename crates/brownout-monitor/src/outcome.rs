@@ -127,7 +127,11 @@ impl<B, E: 'static> ClassifyOutcome<http::Response<B>, E> for HttpOutcome {
         match result {
             Ok(response) => {
                 let status = response.status();
-                let ours = || response.headers().contains_key(brownout_core::headers::LOAD_LEVEL);
+                let ours = || {
+                    response
+                        .headers()
+                        .contains_key(brownout_core::headers::LOAD_LEVEL)
+                };
                 if (status == StatusCode::SERVICE_UNAVAILABLE
                     || status == StatusCode::TOO_MANY_REQUESTS)
                     && ours()
