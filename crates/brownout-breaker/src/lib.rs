@@ -82,8 +82,10 @@
 //! Admitting a call while closed is one atomic load of the state (plus the decision
 //! counter); no lock, no allocation, no clock read unless a slow-call rate is set. Refusing
 //! a call while open is one atomic load and one clock read. Outcomes are recorded after
-//! the call in a short, uncontended critical section. `poll_ready` forwards to the inner
-//! service and takes no permit.
+//! the call in a short, uncontended critical section — except a success while a count
+//! window is full of successes, which would change nothing and takes no lock (the
+//! steady-state closed path: an `Arc` clone and a few atomic loads). `poll_ready` forwards
+//! to the inner service and takes no permit.
 //!
 //! # Telemetry
 //!
