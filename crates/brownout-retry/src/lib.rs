@@ -32,7 +32,8 @@
 //! - exponential [`Backoff`] with full, equal or decorrelated [`Jitter`], in saturating
 //!   arithmetic, seedable for reproducible tests;
 //! - no retry at or above a load level (default `High`) read from the shared
-//!   [`LoadSignal`](brownout_core::LoadSignal): a loaded process does not add retries;
+//!   [`LoadSignal`](brownout_core::LoadSignal) when a request is sent (no copy of it is made
+//!   then) and again when it fails: a loaded process does not add retries;
 //! - no retry of rejections that say the server is overloaded ([`classify_error`]), and the
 //!   server's `Retry-After` / `grpc-retry-pushback-ms` / [`Rejected::retry_after`] waited for
 //!   (a negative pushback means never);
