@@ -46,9 +46,18 @@ fn allocations_per_1000<S: Service<u64>>(svc: &mut S) -> usize {
         }
     };
     run(300); // registers metrics counters, fills the hedge's latency samples
-    let region = Region::new(GLOBAL);
-    run(1000);
-    region.change().allocations
+    // The allocator counts every thread of the process: on a loaded machine the test
+    // harness's own threads now and then allocate a few blocks during a measurement (seen:
+    // 4, in 3 of 40 runs under load). A layer that allocates per request shows up in every
+    // measurement, so the least of three is the layer's own figure.
+    (0..3)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            run(1000);
+            region.change().allocations
+        })
+        .min()
+        .unwrap_or(usize::MAX)
 }
 
 #[test]
