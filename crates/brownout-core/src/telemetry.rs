@@ -72,7 +72,7 @@ pub const BREAKER_STATE: &str = "brownout_breaker_state";
 pub const CONCURRENCY_LIMIT: &str = "brownout_concurrency_limit";
 /// `brownout_timeout_seconds{layer, [name]}`: the (adaptive) timeout applied now.
 pub const TIMEOUT_SECONDS: &str = "brownout_timeout_seconds";
-/// `brownout_retry_budget{layer, [name]}`: retries the budget would allow now.
+/// `brownout_retry_budget{layer}`: retries the budget would allow now (set at each bucket step).
 pub const RETRY_BUDGET: &str = "brownout_retry_budget";
 /// `brownout_shutdown_phase{layer}`: 0 running, 1 draining, 2 terminated.
 pub const SHUTDOWN_PHASE: &str = "brownout_shutdown_phase";

@@ -8,6 +8,7 @@ use std::time::Duration;
 use brownout_core::ConfigError;
 use brownout_core::clock::{SampleRate, Sampler};
 use brownout_core::config::check;
+use brownout_core::telemetry::{DecisionMetrics, RETRY_BUDGET};
 
 use crate::window::BucketClock;
 
@@ -76,6 +77,9 @@ struct Inner {
     ttl: Duration,
     min_per_sec: f64,
     ratio: f64,
+    /// `brownout_retry_budget{layer="retry"}`: the retries available, set at each bucket
+    /// step (every `ttl / 10`) rather than per request.
+    gauge: metrics::Gauge,
 }
 
 impl RetryBudget {
@@ -104,6 +108,8 @@ impl RetryBudget {
         let reserve = (min_per_sec * ttl.as_secs_f64() * UNIT as f64) as i64;
         let deposit = (ratio * UNIT as f64).round() as i64;
         let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128).unwrap_or(u64::MAX);
+        let gauge = DecisionMetrics::new("retry").gauge(RETRY_BUDGET);
+        gauge.set(reserve.div_euclid(UNIT) as f64);
         Ok(RetryBudget {
             inner: Arc::new(Inner {
                 clock: BucketClock::new(slot_nanos, SLOTS),
@@ -115,6 +121,7 @@ impl RetryBudget {
                 ttl,
                 min_per_sec,
                 ratio,
+                gauge,
             }),
         })
     }
@@ -187,13 +194,7 @@ impl RetryBudget {
     }
 
     fn balance_units(&self) -> i64 {
-        let sum: i64 = self
-            .inner
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .fold(0i64, i64::saturating_add);
-        sum.saturating_add(self.inner.reserve)
+        self.inner.balance_units()
     }
 
     fn refund(&self) {
@@ -203,6 +204,15 @@ impl RetryBudget {
 }
 
 impl Inner {
+    fn balance_units(&self) -> i64 {
+        let sum: i64 = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .fold(0i64, i64::saturating_add);
+        sum.saturating_add(self.reserve)
+    }
+
     /// [`slot`](Self::slot) out of line: the clock read of one deposit in N stays out of
     /// the request path's code.
     #[inline(never)]
@@ -225,8 +235,22 @@ impl Inner {
                     0
                 };
                 self.rate.adapt(requests as u64);
+                self.publish_balance(closed, steps);
             },
         )
+    }
+
+    /// Sets the gauge to the balance the bucket step leaves: the `steps` buckets after
+    /// `closed` are about to be cleared (all of them after a long gap).
+    #[cold]
+    fn publish_balance(&self, closed: usize, steps: u64) {
+        let cleared = usize::try_from(steps).unwrap_or(SLOTS).min(SLOTS);
+        let kept = (0..SLOTS)
+            .filter(|&i| (i + SLOTS - closed - 1) % SLOTS >= cleared)
+            .map(|i| self.slots[i].load(Ordering::Relaxed))
+            .fold(0i64, i64::saturating_add);
+        let balance = kept.saturating_add(self.reserve).div_euclid(UNIT);
+        self.gauge.set(balance as f64);
     }
 }
 
@@ -377,6 +401,37 @@ mod tests {
         assert_eq!(budget.balance(), 0);
         drop(token);
         assert_eq!(budget.balance(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_gauge_follows_the_balance_at_each_bucket_step() {
+        use metrics_exporter_prometheus::PrometheusBuilder;
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let value = || {
+            handle
+                .render()
+                .lines()
+                .find(|l| l.starts_with("brownout_retry_budget{"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        // 10 s window, 1 retry/s reserve (10), 0.5 retries per request.
+        let budget = metrics::with_local_recorder(&recorder, || {
+            RetryBudget::new(Duration::from_secs(10), 1.0, 0.5).unwrap()
+        });
+        assert_eq!(value(), Some(10.0), "the reserve at build");
+        for _ in 0..40 {
+            budget.deposit();
+        }
+        // The gauge moves at the next bucket step (1 s), not per request.
+        assert_eq!(value(), Some(10.0));
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        budget.deposit();
+        assert_eq!(value(), Some(30.0), "reserve 10 + 40 x 0.5");
+        // After the whole window has passed, the deposits have aged out.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        budget.deposit();
+        assert_eq!(value(), Some(10.0));
     }
 
     #[tokio::test(start_paused = true)]
