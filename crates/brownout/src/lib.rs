@@ -35,7 +35,8 @@
 //! | `grpc` | `grpc`: gRPC statuses for rejections, `GrpcOutcome`, `Brownout::grpc_builder()` |
 //! | `grpc-health` | `grpc::health::GrpcHealth`: tonic-health's `grpc.health.v1` driven by `Health` |
 //! | `monitor`, `shed`, `admission`, `timeout`, `breaker`, `retry`, `shutdown` | each layer crate, re-exported |
-//! | `full` | everything but `grpc-health` (which pulls in tonic) |
+//! | `redis` | `brownout::fleet`: shared rate limits and a fleet load level through Redis (`brownout-redis`) |
+//! | `full` | everything but `grpc-health` (which pulls in tonic) and `redis` (a Redis client) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -61,6 +62,8 @@ pub use toggle::{Toggle, ToggleHandle, ToggleLayer};
 pub use brownout_admission as admission;
 #[cfg(feature = "breaker")]
 pub use brownout_breaker as breaker;
+#[cfg(feature = "redis")]
+pub use brownout_redis as fleet;
 #[cfg(feature = "monitor")]
 pub use brownout_monitor as monitor;
 #[cfg(feature = "retry")]
