@@ -62,10 +62,10 @@ pub use toggle::{Toggle, ToggleHandle, ToggleLayer};
 pub use brownout_admission as admission;
 #[cfg(feature = "breaker")]
 pub use brownout_breaker as breaker;
-#[cfg(feature = "redis")]
-pub use brownout_redis as fleet;
 #[cfg(feature = "monitor")]
 pub use brownout_monitor as monitor;
+#[cfg(feature = "redis")]
+pub use brownout_redis as fleet;
 #[cfg(feature = "retry")]
 pub use brownout_retry as retry;
 #[cfg(feature = "shed")]

@@ -223,9 +223,22 @@ impl<A, O> fmt::Debug for Brownout<A, O> {
     }
 }
 
-type AdmissionConfigurator = Box<dyn FnOnce(PriorityAdmissionBuilder) -> PriorityAdmissionBuilder>;
-type ShedConfigurator = Box<dyn FnOnce(LoadShedBuilder) -> LoadShedBuilder>;
-type TimeoutConfigurator = Box<dyn FnOnce(AdaptiveTimeoutBuilder) -> AdaptiveTimeoutBuilder>;
+/// A layer's settings, kept until `build` applies them after the stack-wide policy.
+type Configurator<B> = Box<dyn FnOnce(B) -> B>;
+type AdmissionConfigurator = Configurator<PriorityAdmissionBuilder>;
+type ShedConfigurator = Configurator<LoadShedBuilder>;
+type TimeoutConfigurator = Configurator<AdaptiveTimeoutBuilder>;
+
+/// `earlier`'s settings, then `next`'s (which win where both set the same field).
+fn then<B>(earlier: Option<Configurator<B>>, next: impl FnOnce(B) -> B + 'static) -> Configurator<B>
+where
+    B: 'static,
+{
+    match earlier {
+        Some(earlier) => Box::new(move |builder| next(earlier(builder))),
+        None => Box::new(next),
+    }
+}
 
 /// Configures a [`Brownout`] stack; every layer can be configured or left out.
 pub struct BrownoutBuilder<A = HttpAnswer, O = HttpOutcome> {
@@ -343,10 +356,7 @@ impl<A, O> BrownoutBuilder<A, O> {
         mut self,
         configure: impl FnOnce(LoadShedBuilder) -> LoadShedBuilder + 'static,
     ) -> Self {
-        self.shed = Some(match self.shed.take() {
-            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
-            None => Box::new(configure),
-        });
+        self.shed = Some(then(self.shed.take(), configure));
         self
     }
 
@@ -365,10 +375,7 @@ impl<A, O> BrownoutBuilder<A, O> {
         mut self,
         configure: impl FnOnce(PriorityAdmissionBuilder) -> PriorityAdmissionBuilder + 'static,
     ) -> Self {
-        self.admission = Some(match self.admission.take() {
-            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
-            None => Box::new(configure),
-        });
+        self.admission = Some(then(self.admission.take(), configure));
         self
     }
 
@@ -387,10 +394,7 @@ impl<A, O> BrownoutBuilder<A, O> {
         mut self,
         configure: impl FnOnce(AdaptiveTimeoutBuilder) -> AdaptiveTimeoutBuilder + 'static,
     ) -> Self {
-        self.timeout = Some(match self.timeout.take() {
-            Some(earlier) => Box::new(move |builder| configure(earlier(builder))),
-            None => Box::new(configure),
-        });
+        self.timeout = Some(then(self.timeout.take(), configure));
         self
     }
 
