@@ -179,22 +179,9 @@ where
     pub fn handle(&self) -> CircuitBreakHandle<K::Key> {
         CircuitBreakHandle::new(self.registry.clone())
     }
-
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+brownout_core::impl_inner_access!(CircuitBreak<S, K, C, F> where K: KeyExtractor, F: FallbackKind);
 
 impl<S, K, C, F> Clone for CircuitBreak<S, K, C, F>
 where

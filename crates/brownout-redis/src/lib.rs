@@ -104,23 +104,7 @@ pub struct FleetRateLimit<S, X: KeySpace = Global> {
     key: X,
 }
 
-// By hand: `impl_inner_access!` cannot carry the `KeySpace` bound.
-impl<S, X: KeySpace> FleetRateLimit<S, X> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes this service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+brownout_core::impl_inner_access!(FleetRateLimit<S, X> where X: KeySpace);
 
 impl<S: Clone, X: KeySpace + Clone> Clone for FleetRateLimit<S, X> {
     fn clone(&self) -> Self {
