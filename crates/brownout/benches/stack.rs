@@ -4,8 +4,12 @@
 //!   (ShutdownGuard ─► Monitor ─► LoadShed ─► PriorityAdmission ─► AdaptiveTimeout ─►
 //!   CircuitBreak ─► Retry ─► a ready inner service) vs tower's LoadShed ─► ConcurrencyLimit
 //!   ─► Timeout ─► Retry (trivial policy) over the same inner service, plus the bare service.
+//!   The goal rows of issue #7: `brownout_6_layers` (the six layers the issue names, no
+//!   monitor, one published level) and `brownout_4_comparable` (LoadShed, PriorityAdmission,
+//!   AdaptiveTimeout, Retry: the layers that correspond to tower's four).
 //! - `stack_reject`: a Low request at Emergency (shed by LoadShed after the guard and the
-//!   monitor) vs tower's LoadShed over a ConcurrencyLimit whose only permit is taken.
+//!   monitor) vs tower's LoadShed over a ConcurrencyLimit whose only permit is taken; the
+//!   six-layer and comparable stacks shed the same request.
 //! - `stack_per_layer`: the brownout stack grown one layer at a time, to see which dominates.
 //! - `facade_http`: `Brownout::builder()`'s http stack (classification from `x-priority`,
 //!   deadline, shed, admission, monitor, timeout, degradation, rejection responses) vs the
@@ -34,7 +38,7 @@ use brownout::monitor::Monitor;
 use brownout::shed::LoadShedLayer;
 use brownout::shutdown::Shutdown;
 use brownout::timeout::{AdaptiveTimeoutConfig, AdaptiveTimeoutLayer};
-use brownout::{BoxError, Brownout, LoadLevel, Priority};
+use brownout::{BoxError, Brownout, LoadLevel, LoadSignal, Priority};
 use brownout_breaker::{CircuitBreakConfig, CircuitBreakLayer};
 use brownout_retry::{RetryConfig, RetryLayer};
 use criterion::{
@@ -225,6 +229,38 @@ macro_rules! facade_order_stack {
     }};
 }
 
+/// The six layers issue #7 names, without a monitor: ShutdownGuard, LoadShed,
+/// PriorityAdmission, AdaptiveTimeout, CircuitBreak, Retry, all reading `signal` (a
+/// published level, as a monitor would publish it).
+macro_rules! six_layer_stack {
+    ($shutdown:expr, $signal:expr, $inner:expr) => {{
+        let signal: &LoadSignal = $signal;
+        ServiceBuilder::new()
+            .layer($shutdown.layer())
+            .layer(shed!(signal))
+            .layer(admission!(signal))
+            .layer(timeout!(signal))
+            .layer(breaker!(signal))
+            .layer(retry!(signal))
+            .service($inner)
+    }};
+}
+
+/// The brownout layers that correspond to tower's four (LoadShed ─► ConcurrencyLimit ─►
+/// Timeout ─► Retry): LoadShed, PriorityAdmission (the concurrency limit), AdaptiveTimeout,
+/// Retry, all reading `signal`.
+macro_rules! comparable_stack {
+    ($signal:expr, $inner:expr) => {{
+        let signal: &LoadSignal = $signal;
+        ServiceBuilder::new()
+            .layer(shed!(signal))
+            .layer(admission!(signal))
+            .layer(timeout!(signal))
+            .layer(retry!(signal))
+            .service($inner)
+    }};
+}
+
 fn tower_stack()
 -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static {
     ServiceBuilder::new()
@@ -287,13 +323,21 @@ fn admit_and_reject(c: &mut Criterion) {
     let mut ours_facade_order = facade_order_stack!(&normal, Echo);
     let mut theirs = tower_stack();
     let mut bare = Echo;
+    // The goal's stacks: no monitor, one published level.
+    let (_normal_publisher, normal_signal) = LoadSignal::channel(LoadLevel::Normal);
+    let mut six = six_layer_stack!(&normal.shutdown, &normal_signal, Echo);
+    let mut comparable = comparable_stack!(&normal_signal, Echo);
     assert!(once(&mut ours, &mut cx, 1), "the brownout stack admits");
     assert!(once(&mut ours_facade_order, &mut cx, 1));
+    assert!(once(&mut six, &mut cx, 1));
+    assert!(once(&mut comparable, &mut cx, 1));
     assert!(once(&mut theirs, &mut cx, 1), "the tower stack admits");
 
     busy("admit", &normal.monitor, &mut ours, 1);
     allocations_per_request("bare service", &mut Echo, 1);
     allocations_per_request("brownout 7-layer stack (admit)", &mut ours, 1);
+    allocations_per_request("brownout 6-layer stack (admit)", &mut six, 1);
+    allocations_per_request("brownout 4 comparable layers (admit)", &mut comparable, 1);
     allocations_per_request("tower 4-layer stack (admit)", &mut theirs, 1);
 
     let mut group = c.benchmark_group("stack_admit");
@@ -302,6 +346,12 @@ fn admit_and_reject(c: &mut Criterion) {
     });
     group.bench_function("tower_4_layers", |b| {
         b.iter(|| once(&mut theirs, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_6_layers", |b| {
+        b.iter(|| once(&mut six, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_4_comparable", |b| {
+        b.iter(|| once(&mut comparable, &mut cx, black_box(1)))
     });
     group.bench_function("brownout_7_layers", |b| {
         b.iter(|| once(&mut ours, &mut cx, black_box(1)))
@@ -318,6 +368,12 @@ fn admit_and_reject(c: &mut Criterion) {
     let mut ours_facade_order = facade_order_stack!(&emergency, Echo);
     assert!(!once(&mut ours, &mut cx, 3), "Low is shed at Emergency");
     assert!(!once(&mut ours_facade_order, &mut cx, 3));
+    let (emergency_publisher, emergency_signal) = LoadSignal::channel(LoadLevel::Normal);
+    emergency_publisher.publish(LoadLevel::Emergency);
+    let mut six = six_layer_stack!(&emergency.shutdown, &emergency_signal, Echo);
+    let mut comparable = comparable_stack!(&emergency_signal, Echo);
+    assert!(!once(&mut six, &mut cx, 3));
+    assert!(!once(&mut comparable, &mut cx, 3));
     // tower: LoadShed over a ConcurrencyLimit whose only permit a clone holds.
     let mut holder = ServiceBuilder::new()
         .load_shed()
@@ -339,11 +395,19 @@ fn admit_and_reject(c: &mut Criterion) {
         &mut ours_facade_order,
         3,
     );
+    allocations_per_request("brownout 6-layer stack (reject)", &mut six, 3);
+    allocations_per_request("brownout 4 comparable layers (reject)", &mut comparable, 3);
     allocations_per_request("tower 4-layer stack (reject)", &mut theirs, 3);
 
     let mut group = c.benchmark_group("stack_reject");
     group.bench_function("tower_4_layers_overloaded", |b| {
         b.iter(|| once(&mut theirs, &mut cx, black_box(3)))
+    });
+    group.bench_function("brownout_6_layers_shed_low_at_emergency", |b| {
+        b.iter(|| once(&mut six, &mut cx, black_box(3)))
+    });
+    group.bench_function("brownout_4_comparable_shed_low_at_emergency", |b| {
+        b.iter(|| once(&mut comparable, &mut cx, black_box(3)))
     });
     group.bench_function("brownout_7_layers_shed_low_at_emergency", |b| {
         b.iter(|| once(&mut ours, &mut cx, black_box(3)))
@@ -621,6 +685,11 @@ fn threads(c: &mut Criterion) {
         drop(guard);
         scaling(&mut group, "tower_4_layers", n, tower_stack(), one);
         scaling(&mut group, "brownout_7_layers", n, ours, one);
+        let (_publisher, signal) = LoadSignal::channel(LoadLevel::Normal);
+        let guard = rt.enter();
+        let six = six_layer_stack!(&p.shutdown, &signal, Echo);
+        drop(guard);
+        scaling(&mut group, "brownout_6_layers", n, six, one);
         group.finish();
         drop(p);
 
