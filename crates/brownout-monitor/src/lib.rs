@@ -33,11 +33,17 @@
 //!   completion of the response future, into a lock-free
 //!   log-linear [`LatencyHistogram`] (one atomic add per sample, ≤ 1.6 % quantile error).
 //!   p50/p95/p99 are computed once per tick. Latency is **sampled**: every request while the
-//!   service is quiet, one in `N` once an interval sees more than 256 completions
-//!   (`N = completed / 256`, at most [`max_sample_every`](MonitorBuilder::max_sample_every),
+//!   service is quiet, one in `N` once an interval sees more than 256 requests
+//!   (`N = requests / 256`, at most [`max_sample_every`](MonitorBuilder::max_sample_every),
 //!   default 64), because the two clock reads that time a request cost more than everything
-//!   else the layer does (see [`brownout_core::clock`]). Outcomes, in-flight and the error
-//!   rate count every request. The latency signal (p95 against
+//!   else the layer does (see [`brownout_core::clock`]). `requests` counts every request the
+//!   monitor saw finish, rejected and cancelled ones included: the start time is read at
+//!   `call`, before a layer further in refuses the request, so a flood of rejections (the
+//!   monitor outside the shed layer, in DESIGN.md order) is sampled too instead of being
+//!   timed one by one. Only completions give latency samples, so when most requests are
+//!   rejected `N` is capped to keep at least `min(256, 4 × min_latency_samples)` timed
+//!   completions per interval (all of them when fewer complete). Outcomes, in-flight and the
+//!   error rate count every request. The latency signal (p95 against
 //!   1.0 / 1.5 / 2 / 3 × an objective) is on only when an objective is set.
 //! - **Outcome**, through a [`ClassifyOutcome`] ([`ErrIsFailure`] by default; [`HttpOutcome`]
 //!   counts 5xx but not 4xx), as an error rate over the interval once at least

@@ -281,6 +281,37 @@ impl fmt::Debug for Monitor {
     }
 }
 
+/// Timed completions kept per interval, as a multiple of `min_latency_samples` (at most the
+/// sample target): enough that the p95 stays available when the rate is set by rejections.
+const COMPLETION_SAMPLE_FLOOR: u64 = 4;
+
+/// The request count [`SampleRate::adapt`] sets the next interval's rate from.
+///
+/// The monitor pays its clock reads at `call`, before it knows whether the request will be
+/// rejected further in, so the rate follows every request it saw finish (`seen`: completed,
+/// rejected and cancelled), aiming at `target` timed requests per interval. Latency comes only
+/// from *completed* requests, so when most of them are rejections the rate is capped to keep
+/// at least `floor = min(target, 4 × min_latency_samples)` timed completions (all of them
+/// when fewer complete). Without rejections or cancellations (`seen == completed`) this is
+/// exactly `completed`: the rate is unchanged from sampling completions alone.
+pub(crate) fn sample_basis(
+    seen: u64,
+    completed: u64,
+    min_latency_samples: u64,
+    target: u64,
+) -> u64 {
+    let target = target.max(1);
+    if completed == 0 {
+        // Nothing to time for latency: only the clock reads of rejected requests to save.
+        return seen;
+    }
+    let floor = min_latency_samples
+        .saturating_mul(COMPLETION_SAMPLE_FLOOR)
+        .clamp(1, target);
+    let most_every = (completed / floor).max(1);
+    seen.min(most_every.saturating_mul(target))
+}
+
 /// The background task: ticks until the monitor is gone.
 async fn drive(control: Weak<Control>, interval: Duration) {
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -321,9 +352,16 @@ impl Control {
         state.failures = failures;
         state.quantiles = state.counts.quantiles();
         state.queue = self.probe.drain();
-        // The rate the samples of this interval were taken at, then the next one.
+        // The rate the samples of this interval were taken at, then the next one: from every
+        // request seen (a flood of rejections completes none but is timed all the same),
+        // keeping enough timed completions for the latency signal.
         state.sample_every = recorder.rate.every();
-        recorder.rate.adapt(completed);
+        recorder.rate.adapt(sample_basis(
+            finished.max(completed),
+            completed,
+            self.min_latency_samples,
+            recorder.rate.target(),
+        ));
 
         let signals = &mut state.signals;
         signals.latency_p95 = match self.latency_objective {
@@ -415,6 +453,58 @@ impl Control {
             transitions: state.transitions.iter().cloned().collect(),
             ticks: state.ticks,
             last_tick: state.last_tick,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_basis;
+    use brownout_core::clock::SampleRate;
+    use proptest::prelude::*;
+
+    /// The `every` a basis gives with the default rate (at most 1 in 64, 256 per interval).
+    fn every(seen: u64, completed: u64) -> u32 {
+        SampleRate::default().adapt(sample_basis(seen, completed, 5, 256))
+    }
+
+    #[test]
+    fn a_rejection_flood_is_sampled_like_completions() {
+        // 10 000 requests per interval, none completed: one in 39, as 10 000 completions.
+        assert_eq!(every(10_000, 0), 39);
+        assert_eq!(every(10_000, 10_000), 39);
+        // Mostly rejected, 1 000 completed: about 20 completions stay timed.
+        let e = every(11_000, 1_000);
+        assert_eq!(e, 42);
+        assert!(1_000 / u64::from(e) >= 20);
+        // Few completions: all of them timed, rejections included.
+        assert_eq!(every(10_000, 30), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn without_rejections_the_rate_is_the_completions_rate(
+            completed in 0u64..10_000_000,
+            min in 1u64..1_000,
+            target in 1u64..10_000,
+        ) {
+            let rate = SampleRate::new(u32::MAX, target);
+            let old = rate.adapt(completed);
+            prop_assert_eq!(rate.adapt(sample_basis(completed, completed, min, target)), old);
+        }
+
+        #[test]
+        fn enough_completions_stay_timed(
+            seen_extra in 0u64..10_000_000,
+            completed in 1u64..1_000_000,
+            min in 1u64..100,
+            target in 1u64..10_000,
+        ) {
+            let rate = SampleRate::new(u32::MAX, target);
+            let every = u64::from(rate.adapt(sample_basis(completed + seen_extra, completed, min, target)));
+            let floor = (min * 4).min(target);
+            // At least `floor` timed completions, or every completion when fewer.
+            prop_assert!(completed / every >= floor.min(completed) || every == 1);
         }
     }
 }

@@ -511,6 +511,110 @@ async fn busy_interval_samples_latency_but_counts_every_outcome() {
     assert_eq!(monitor.snapshot().sample_every, 1);
 }
 
+/// A service behind a shed layer, as the monitor sees it in DESIGN.md order: `0` is refused
+/// at once (a `Rejected` shed), `1` succeeds and `2` fails, both after 40 ms.
+fn behind_shed() -> impl Service<u8, Response = (), Error = brownout_core::BoxError> + Clone {
+    service_fn(|kind: u8| async move {
+        if kind == 0 {
+            return Err(brownout_core::Rejected::new(
+                brownout_core::RejectReason::Shed,
+                LoadLevel::Emergency,
+            )
+            .into());
+        }
+        sleep(Duration::from_millis(40)).await;
+        if kind == 2 {
+            Err("boom".into())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+async fn send<S>(svc: &mut S, kind: u8, n: usize)
+where
+    S: Service<u8, Response = (), Error = brownout_core::BoxError>,
+{
+    for _ in 0..n {
+        let _ = svc.ready().await.unwrap().call(kind).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejection_flood_is_sampled_and_latency_and_errors_stay_right() {
+    let monitor = Monitor::builder()
+        .latency_objective(Duration::from_millis(100))
+        .min_error_samples(1)
+        .manual_ticks()
+        .build()
+        .unwrap();
+    let mut svc = monitor.layer().layer(behind_shed());
+
+    // A flood of 10 000 rejections, nothing completes: it sets the rate like 10 000
+    // completions would (one in 39), where it used to stay at one in 1 and time them all.
+    send(&mut svc, 0, 10_000).await;
+    monitor.tick_now();
+    let snapshot = monitor.snapshot();
+    assert_eq!((snapshot.completed, snapshot.latency.samples), (0, 0));
+    assert_eq!(snapshot.sample_every, 1, "the flood was timed at one in 1");
+    assert_eq!(monitor.sample_every(), 39, "the flood sets the next rate");
+
+    // The same flood with 400 completions (40 failures) after it: timed one in 39, the
+    // completions still give the p95 (10 samples, at least the 5 it needs); the error rate
+    // counts every completion and no rejection.
+    let interval = async |svc: &mut _| {
+        send(svc, 0, 10_000).await;
+        send(svc, 2, 40).await;
+        send(svc, 1, 360).await;
+        monitor.tick_now();
+        monitor.snapshot()
+    };
+    let snapshot = interval(&mut svc).await;
+    assert_eq!(snapshot.sample_every, 39);
+    assert_eq!((snapshot.completed, snapshot.failures), (400, 40));
+    assert!(
+        (10..=11).contains(&snapshot.latency.samples),
+        "{} timed completions",
+        snapshot.latency.samples
+    );
+    let p95 = snapshot.latency.p95.unwrap();
+    assert!(
+        p95 >= Duration::from_millis(39) && p95 <= Duration::from_millis(41),
+        "sampled p95 {p95:?} for a 40 ms service"
+    );
+    let reading = |name: &str| {
+        monitor
+            .snapshot()
+            .signals
+            .iter()
+            .find(|s| &*s.name == name)
+            .unwrap()
+            .value
+    };
+    assert_eq!(
+        reading("error_rate"),
+        Some(0.1),
+        "rejections are not failures"
+    );
+    assert!(
+        reading("latency_p95").is_some(),
+        "the latency signal counts"
+    );
+
+    // 10 400 seen, 400 completed: the rate is capped so that 20 completions (4 × the 5 the
+    // p95 needs) stay timed.
+    assert_eq!(monitor.sample_every(), 20);
+    let snapshot = interval(&mut svc).await;
+    assert_eq!(snapshot.sample_every, 20);
+    assert!(
+        (20..=21).contains(&snapshot.latency.samples),
+        "{} timed completions",
+        snapshot.latency.samples
+    );
+    assert_eq!(snapshot.completed, 400);
+    assert_eq!(monitor.sample_every(), 20);
+}
+
 #[tokio::test(start_paused = true)]
 async fn max_sample_every_one_times_every_request() {
     let monitor = Monitor::builder()
