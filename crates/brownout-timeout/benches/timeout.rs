@@ -207,9 +207,99 @@ fn fixed_iterations(name: &str, n: u64) {
     }
 }
 
+/// `BROWNOUT_BENCH_AB=<group> BROWNOUT_BENCH_N=<n> BROWNOUT_BENCH_ROUNDS=<r>`: warms both
+/// tower's `Timeout` and `AdaptiveTimeout` up, then alternates batches of `n` requests
+/// through each, `r` rounds, and prints the wall time per request of each (min and median)
+/// and the median of the per-round ratios. Neighbouring batches see the same machine load,
+/// so the median ratio stays stable on a noisy machine where separate runs do not (the
+/// thread CPU time of `/proc/thread-self/schedstat` is only updated at scheduler ticks, too
+/// coarse for batches of a few milliseconds).
+fn alternating(group: &str, n: u64, rounds: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let pending = match group {
+        "timeout_ready" => 0,
+        "timeout_pending_then_ready" => 1,
+        other => panic!("unknown group {other}"),
+    };
+    let inner = Inner { pending };
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(Duration::from_secs(1))
+        // Same 1 s timeout as tower's (see `group`).
+        .min(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut tower_timeout = tower::timeout::Timeout::new(inner, Duration::from_secs(1));
+    let mut adaptive = AdaptiveTimeoutLayer::new(config)
+        .with_signal(LoadSignal::fixed(LoadLevel::Normal))
+        .without_caller_deadline()
+        .layer(inner);
+    fn batch<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> f64 {
+        let start = std::time::Instant::now();
+        let mut ok = 0u64;
+        for _ in 0..n {
+            ok += u64::from(one(svc, cx, black_box(7)));
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(ok, n);
+        elapsed.as_nanos() as f64 / n as f64
+    }
+    // Warm-up: longer than the estimator's 1 s window, so its sampling rate has adapted.
+    let warm = std::time::Instant::now();
+    while warm.elapsed() < Duration::from_millis(1200) {
+        batch(&mut tower_timeout, &mut cx, 1000);
+        batch(&mut adaptive, &mut cx, 1000);
+    }
+    let (mut towers, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always follows the other.
+        let (t, a) = if round % 2 == 0 {
+            let t = batch(&mut tower_timeout, &mut cx, n);
+            (t, batch(&mut adaptive, &mut cx, n))
+        } else {
+            let a = batch(&mut adaptive, &mut cx, n);
+            (batch(&mut tower_timeout, &mut cx, n), a)
+        };
+        towers.push(t);
+        ours.push(a);
+        ratios.push(a / t);
+    }
+    fn min_median(v: &mut [f64]) -> (f64, f64) {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    }
+    let (t_min, t_med) = min_median(&mut towers);
+    let (a_min, a_med) = min_median(&mut ours);
+    let (r_min, r_med) = min_median(&mut ratios);
+    println!(
+        "{group}: tower_Timeout {t_min:.2} / {t_med:.2} ns, brownout_AdaptiveTimeout \
+         {a_min:.2} / {a_med:.2} ns/request (min / median of {rounds} rounds of {n}); \
+         ratio median {r_med:.3} (min {r_min:.3}), ratio of mins {:.3}",
+        a_min / t_min
+    );
+}
+
 criterion_group!(benches, timeouts);
 
 fn main() {
+    if let Ok(group) = std::env::var("BROWNOUT_BENCH_AB") {
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        alternating(
+            &group,
+            var("BROWNOUT_BENCH_N", 200_000),
+            var("BROWNOUT_BENCH_ROUNDS", 30) as usize,
+        );
+        return;
+    }
     if let Ok(name) = std::env::var("BROWNOUT_BENCH_ONE") {
         let n = std::env::var("BROWNOUT_BENCH_N")
             .ok()

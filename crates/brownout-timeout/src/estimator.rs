@@ -21,7 +21,7 @@ const MAX_MICROS: u64 = (1 << 40) - 1;
 /// Buckets: 16 exact ones for 0..16 µs, then 16 per power of two up to 2^40.
 pub(crate) const BUCKETS: usize = ((40 - SUB_BITS) as usize + 1) * SUB as usize;
 /// Marks "no timer" in the cached per-level timeouts.
-const NO_TIMER: u64 = u64::MAX;
+pub(crate) const NO_TIMER: u64 = u64::MAX;
 
 /// The bucket of a sample of `micros` microseconds.
 #[inline]
@@ -128,6 +128,13 @@ impl Estimator {
             NO_TIMER => None,
             nanos => Some(Duration::from_nanos(nanos)),
         }
+    }
+
+    /// The timeout at `level` in nanoseconds, [`NO_TIMER`] for none: one atomic load and no
+    /// conversion (a request answered at once never needs it as a `Duration`).
+    #[inline]
+    pub(crate) fn timeout_nanos(&self, level: LoadLevel) -> u64 {
+        self.timeouts[level.index()].load(Ordering::Relaxed)
     }
 
     /// The clamped, unscaled estimate (`None`: unbounded).

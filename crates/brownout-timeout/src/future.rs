@@ -54,8 +54,8 @@ pin_project! {
         // Not yet created: the inner future has not been pending yet.
         Unarmed { deadline: Instant },
         // Not yet created, and the arrival time was not read (no caller deadline, not a
-        // latency sample): the deadline is `timeout` after the first pending poll.
-        Deferred { timeout: Duration },
+        // latency sample): the deadline is `nanos` nanoseconds after the first pending poll.
+        Deferred { nanos: u64 },
         Armed {
             #[pin]
             sleep: Sleep,
@@ -66,9 +66,9 @@ pin_project! {
 }
 
 impl Timer {
-    /// Polls the timer, creating (and registering) the `Sleep` on the first call. Kept out
-    /// of line: only requests whose response is not ready at once get here.
-    #[inline(never)]
+    /// Polls the timer, creating (and registering) the `Sleep` on the first call: only
+    /// requests whose response is not ready at once get here.
+    #[inline]
     fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.as_mut().project() {
             TimerProj::Never => return Poll::Pending,
@@ -78,16 +78,18 @@ impl Timer {
                     sleep: sleep_until(deadline),
                 });
             }
-            TimerProj::Deferred { timeout } => match Instant::now().checked_add(*timeout) {
-                Some(deadline) => self.set(Timer::Armed {
-                    sleep: sleep_until(deadline),
-                }),
-                // Too far away to represent: no timer at all.
-                None => {
-                    self.set(Timer::Never);
-                    return Poll::Pending;
+            TimerProj::Deferred { nanos } => {
+                match Instant::now().checked_add(Duration::from_nanos(*nanos)) {
+                    Some(deadline) => self.set(Timer::Armed {
+                        sleep: sleep_until(deadline),
+                    }),
+                    // Too far away to represent: no timer at all.
+                    None => {
+                        self.set(Timer::Never);
+                        return Poll::Pending;
+                    }
                 }
-            },
+            }
             TimerProj::Armed { .. } => {}
         }
         match self.project() {
@@ -112,6 +114,19 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The context of a request that is not a latency sample and whose arrival time was not
+    /// read.
+    #[inline]
+    pub(crate) fn unsampled(level: LoadLevel) -> Ctx {
+        Ctx {
+            shared: None,
+            start: None,
+            level,
+            learn: false,
+            learn_timeout: false,
+        }
+    }
+
     #[inline]
     fn completed(&self, ok: bool) {
         if ok && self.learn {

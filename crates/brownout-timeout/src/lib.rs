@@ -128,7 +128,7 @@ use tower_service::Service;
 
 pub use crate::config::{AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig};
 pub use crate::deadline::{CallerDeadline, HttpDeadline, NoDeadline};
-use crate::estimator::Estimator;
+use crate::estimator::{Estimator, NO_TIMER};
 pub use crate::future::ResponseFuture;
 use crate::future::{Ctx, Timer};
 pub use crate::layer::AdaptiveTimeoutLayer;
@@ -154,6 +154,7 @@ impl Shared {
 /// One per process rather than one per layer: every layer's counters carry the same labels,
 /// so they are the same series anyway, and a response future that needs no latency sample
 /// then holds no reference to its layer (no `Arc` clone per request).
+#[inline]
 pub(crate) fn decision_metrics() -> &'static DecisionMetrics {
     static METRICS: LazyLock<DecisionMetrics> = LazyLock::new(|| DecisionMetrics::new("timeout"));
     &METRICS
@@ -284,49 +285,47 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let level = self.signal.level();
         let estimator = &self.shared.estimator;
-        // `None`: no timer (no timeout at this level).
-        let timeout = estimator.timeout(level);
+        // The timeout at this level in nanoseconds (`NO_TIMER`: no timer), converted to a
+        // `Duration` only where it is used.
+        let nanos = estimator.timeout_nanos(level);
         let mut now = LazyNow::new();
         let caller = self.deadline.caller_deadline_lazy(&req, &mut now);
         let learn = estimator.learns_at(level) && self.take_sample();
-        if learn || caller.is_some() {
-            now.get();
+        if !learn && caller.is_none() && now.peek().is_none() {
+            // Not a sample, no caller deadline: no clock read here. The timer starts when the
+            // response is first found pending; one answered at once never reads the clock.
+            let timer = match nanos {
+                NO_TIMER => Timer::Never,
+                0 => return ResponseFuture::rejected(self.reject_now(level)),
+                nanos => Timer::Deferred { nanos },
+            };
+            return ResponseFuture::running(self.inner.call(req), timer, Ctx::unsampled(level));
         }
-        let (timer, start, by_caller) = match now.peek() {
-            // The arrival time is known: the deadline counts from it, as tower's `Timeout`.
-            Some(start) => {
-                // `None`: no own timer (none at this level, or too large to add to `start`).
-                let own = timeout.and_then(|t| start.checked_add(t));
-                let (deadline, by_caller) = match (own, caller) {
-                    (Some(own), Some(caller)) if caller < own => (Some(caller), true),
-                    (Some(own), _) => (Some(own), false),
-                    (None, caller) => (caller, caller.is_some()),
-                };
-                let timer = match deadline {
-                    Some(deadline) if deadline <= start => {
-                        return ResponseFuture::rejected(self.reject_now(level));
-                    }
-                    Some(deadline) => {
-                        self.deadline.propagate(&mut req, Deadline::at(deadline));
-                        Timer::Unarmed { deadline }
-                    }
-                    None => Timer::Never,
-                };
-                (timer, Some(start), by_caller)
+        // The arrival time is known (a sample, or read for the caller's deadline): the
+        // deadline counts from it, as tower's `Timeout`.
+        let start = now.get();
+        // `None`: no own timer (none at this level, or too large to add to `start`).
+        let own = (nanos != NO_TIMER)
+            .then(|| start.checked_add(Duration::from_nanos(nanos)))
+            .flatten();
+        let (deadline, by_caller) = match (own, caller) {
+            (Some(own), Some(caller)) if caller < own => (Some(caller), true),
+            (Some(own), _) => (Some(own), false),
+            (None, caller) => (caller, caller.is_some()),
+        };
+        let timer = match deadline {
+            Some(deadline) if deadline <= start => {
+                return ResponseFuture::rejected(self.reject_now(level));
             }
-            // No caller deadline and not a sample: no clock read here. The timer starts when
-            // the response is first found pending; one answered at once never reads the clock.
-            None => match timeout {
-                Some(timeout) if timeout.is_zero() => {
-                    return ResponseFuture::rejected(self.reject_now(level));
-                }
-                Some(timeout) => (Timer::Deferred { timeout }, None, false),
-                None => (Timer::Never, None, false),
-            },
+            Some(deadline) => {
+                self.deadline.propagate(&mut req, Deadline::at(deadline));
+                Timer::Unarmed { deadline }
+            }
+            None => Timer::Never,
         };
         let ctx = Ctx {
             shared: learn.then(|| self.shared.clone()),
-            start,
+            start: Some(start),
             level,
             learn,
             learn_timeout: learn && !by_caller,
