@@ -1,5 +1,6 @@
 //! Rate limits through `governor`, scaled per load level, on tokio's (pausable) clock.
 
+use std::cell::Cell;
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,10 +100,18 @@ const MAX_RATE: f64 = 1e9;
 const MAX_BURST: usize = u32::MAX as usize;
 
 /// governor clock reading `tokio::time::Instant`, so paused-time tests are deterministic.
+///
+/// Every reading is also recorded in this thread's [`Reading`], which the refusal cache
+/// uses (see [`GlobalRate`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokioClock {
     origin: Instant,
+    /// Tells this clock's readings apart from other clocks' in the thread's [`Reading`].
+    id: u64,
 }
+
+/// The ids of [`TokioClock`]s (0 is never used: "no reading yet").
+static CLOCK_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// An instant of [`TokioClock`]: nanoseconds since the clock's origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,20 +134,122 @@ impl Reference for TokioInstant {
     }
 }
 
+/// A refusal is decided without a clock read only while this thread's requests through the
+/// rate limiters arrive at least one per this many nanoseconds (100 000 per second).
+const FLOOD_INTERVAL_NS: u64 = 10_000;
+/// At most this many refusals in a row are decided without a clock read, per thread.
+const MAX_UNREAD: u32 = 16;
+
+/// What this thread last read from a [`TokioClock`], and how many refusals it may still
+/// decide from that reading.
+///
+/// governor reads the clock inside `check`: a refusal's `retry_after` is measured from that
+/// same reading instead of a second one, and the gap between two readings (over the requests
+/// decided in between) is this thread's arrival pace, which sizes the refusal credit.
+struct Reading {
+    /// The last reading on this thread (any [`TokioClock`]).
+    last: Cell<Option<Instant>>,
+    /// The same reading, in nanoseconds since the origin of the clock that took it.
+    last_ns: Cell<u64>,
+    /// The id of the clock that took it (0: none yet).
+    clock: Cell<u64>,
+    /// Nanoseconds between the last reading and the one before it (0: unknown, or time is
+    /// paused).
+    gap_ns: Cell<u64>,
+    /// Requests decided over that gap (the unread refusals in between, plus the reading's own).
+    covered: Cell<u32>,
+    /// Refusals decided from the cache since the last reading.
+    unread: Cell<u32>,
+    /// Refusals this thread may still decide without reading the clock.
+    credit: Cell<u32>,
+}
+
 thread_local! {
-    /// The last instant a [`TokioClock`] read on this thread: governor reads the clock inside
-    /// `check`, and a refusal's `retry_after` is measured from that same instant instead of a
-    /// second clock read.
-    static LAST_NOW: std::cell::Cell<TokioInstant> =
-        const { std::cell::Cell::new(TokioInstant(Nanos::new(0))) };
+    static READING: Reading = const {
+        Reading {
+            last: Cell::new(None),
+            last_ns: Cell::new(0),
+            clock: Cell::new(0),
+            gap_ns: Cell::new(0),
+            covered: Cell::new(1),
+            unread: Cell::new(0),
+            credit: Cell::new(0),
+        }
+    };
 }
 
 impl TokioClock {
+    fn new() -> TokioClock {
+        TokioClock {
+            origin: brownout_core::clock::now(),
+            id: CLOCK_IDS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// The instant of the clock read by the `check` that just returned on this thread.
     #[inline]
     fn last_read(&self) -> TokioInstant {
-        LAST_NOW.with(std::cell::Cell::get)
+        TokioInstant(Nanos::new(READING.with(|r| r.last_ns.get())))
     }
+
+    /// A refusal decided from `until` (a limiter's cached "not before", in this clock's
+    /// nanoseconds; 0 for none) and this thread's last reading, without reading the clock:
+    /// `Some(retry_after)` when the thread has credit left and its last reading was before
+    /// `until`; `None` to check for real.
+    #[inline]
+    fn cached_refusal(&self, until: &AtomicU64) -> Option<RetryAfter> {
+        let until = until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        READING.with(|r| {
+            let credit = r.credit.get();
+            if credit == 0 {
+                return None;
+            }
+            let last = if r.clock.get() == self.id {
+                r.last_ns.get()
+            } else {
+                nanos_since(r.last.get()?, self.origin)
+            };
+            if last >= until {
+                r.credit.set(0);
+                return None;
+            }
+            r.credit.set(credit - 1);
+            r.unread.set(r.unread.get() + 1);
+            Some(Duration::from_nanos(until - last))
+        })
+    }
+
+    /// After governor refused at `now` (this thread's last reading) until `until`: how many
+    /// of this thread's next refusals may be decided without a reading. None unless the
+    /// thread's requests arrive at least one per [`FLOOD_INTERVAL_NS`]; then as many as fit
+    /// before `until` at that pace less one, at most twice the requests the last gap covered
+    /// (the credit grows only with a sustained flood) and at most [`MAX_UNREAD`].
+    #[inline]
+    fn grant(now: u64, until: u64) {
+        READING.with(|r| {
+            let gap = r.gap_ns.get();
+            let covered = u64::from(r.covered.get());
+            let pace = gap / covered;
+            let credit = if gap == 0 || pace > FLOOD_INTERVAL_NS {
+                0
+            } else {
+                let fits = until.saturating_sub(now) / pace.max(1);
+                fits.saturating_sub(1)
+                    .min(2 * covered)
+                    .min(u64::from(MAX_UNREAD)) as u32
+            };
+            r.credit.set(credit);
+        });
+    }
+}
+
+/// Nanoseconds from `origin` to `t` (0 if `t` is earlier).
+#[inline]
+fn nanos_since(t: Instant, origin: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Clock for TokioClock {
@@ -146,11 +257,19 @@ impl Clock for TokioClock {
 
     #[inline]
     fn now(&self) -> TokioInstant {
-        let now = TokioInstant(Nanos::from(
-            Instant::now().saturating_duration_since(self.origin),
-        ));
-        LAST_NOW.with(|last| last.set(now));
-        now
+        let now = brownout_core::clock::now();
+        let ns = nanos_since(now, self.origin);
+        READING.with(|r| {
+            let gap = r.last.get().map_or(0, |last| nanos_since(now, last));
+            r.gap_ns.set(gap);
+            r.covered.set(r.unread.get() + 1);
+            r.unread.set(0);
+            r.credit.set(0);
+            r.last.set(Some(now));
+            r.last_ns.set(ns);
+            r.clock.set(self.id);
+        });
+        TokioInstant(Nanos::new(ns))
     }
 }
 
@@ -160,26 +279,56 @@ type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, TokioClock, NoOpMiddleware<
 /// The outcome of a refused check: when to come back.
 pub(crate) type RetryAfter = Duration;
 
+/// One level's limiter and the last "not before" it answered.
+#[derive(Debug)]
+struct LevelRate {
+    limiter: Direct,
+    /// governor's earliest conforming instant at its last refusal, in the clock's
+    /// nanoseconds (0: never refused). Always at or before the limiter's real one, which
+    /// only moves forward, so refusing before it never refuses a conforming request
+    /// *at the reading it is compared with*.
+    refuse_until: AtomicU64,
+}
+
 /// One limiter per level, each with the rate and burst scaled by `Policy::rate`.
 ///
 /// One limiter per level (rather than one limiter charging `1 / scale` cells per request)
 /// keeps each level's rate *and* burst exact for any burst, including a burst of 1. The
 /// price: when the level changes, the new level's limiter starts from its own state (full
 /// if it was idle), so a level change can let through at most one burst of the new level.
+///
+/// # Refusals without a clock read
+///
+/// A clock read costs more than the rest of a refusal, and refusals come in floods. Each
+/// level remembers governor's last "not until" instant; a thread whose requests arrive at
+/// least one per [`FLOOD_INTERVAL_NS`] (10 µs) gets a credit of refusals it decides by
+/// comparing its *last* clock reading with that instant, without a read: as many as its
+/// pace fits before the instant, less one, growing ×2 per reading, at most [`MAX_UNREAD`]
+/// (16). Consequences, all on the side of refusing:
+///
+/// - The limiter never admits more than its rate: only governor admits, after a read.
+/// - In a steady flood no request is refused after a token is free: the credit ends one
+///   arrival before the instant, and the next request reads the clock.
+/// - If a thread's flood stops abruptly and requests come back after the instant, at most
+///   [`MAX_UNREAD`] of them (per thread) are refused from the old reading, with a
+///   `retry_after` measured from that reading (too long by the pause). A paused clock never
+///   grants credit (two readings at one instant tell no pace), so paused-time tests that do
+///   not advance during a flood see exact decisions.
+/// - A cached refusal's `retry_after` is measured from the thread's last reading: too long
+///   by at most the credit spent since (≤ 16 arrivals of ≤ 10 µs in a flood).
 #[derive(Debug)]
 pub(crate) struct GlobalRate {
-    limiters: LevelTable<Direct>,
+    levels: LevelTable<LevelRate>,
     clock: TokioClock,
 }
 
 impl GlobalRate {
     pub(crate) fn new(limit: RateLimit, rate: &LevelTable<f64>) -> GlobalRate {
-        let clock = TokioClock {
-            origin: Instant::now(),
-        };
+        let clock = TokioClock::new();
         GlobalRate {
-            limiters: LevelTable::from_fn(|level| {
-                RateLimiter::direct_with_clock(limit.quota(rate[level]), clock)
+            levels: LevelTable::from_fn(|level| LevelRate {
+                limiter: RateLimiter::direct_with_clock(limit.quota(rate[level]), clock),
+                refuse_until: AtomicU64::new(0),
             }),
             clock,
         }
@@ -187,13 +336,25 @@ impl GlobalRate {
 
     #[inline]
     pub(crate) fn check(&self, level: LoadLevel) -> Result<(), RetryAfter> {
-        self.limiters[level]
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.last_read()))
+        let rate = &self.levels[level];
+        if let Some(retry) = self.clock.cached_refusal(&rate.refuse_until) {
+            return Err(retry);
+        }
+        rate.limiter.check().map_err(|not_until| {
+            let now = self.clock.last_read();
+            let until = not_until.earliest_possible();
+            rate.refuse_until.store(until.0.as_u64(), Ordering::Relaxed);
+            TokioClock::grant(now.0.as_u64(), until.0.as_u64());
+            not_until.wait_time_from(now)
+        })
     }
 }
 
 /// One keyed limiter per level; idle keys expired every `idle_sweep`.
+///
+/// Every check reads the clock once (inside governor), the sweep reuses that reading. No
+/// refusal cache: governor's keyed limiter reads the clock before it looks the key up, so a
+/// per-key cache would need a second map.
 #[derive(Debug)]
 pub(crate) struct KeyedRate<K: Hash + Eq + Clone> {
     limiters: LevelTable<Keyed<K>>,
@@ -204,9 +365,7 @@ pub(crate) struct KeyedRate<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> KeyedRate<K> {
     pub(crate) fn new(limit: RateLimit, rate: &LevelTable<f64>, idle_sweep: Duration) -> Self {
-        let clock = TokioClock {
-            origin: Instant::now(),
-        };
+        let clock = TokioClock::new();
         KeyedRate {
             limiters: LevelTable::from_fn(|level| {
                 RateLimiter::hashmap_with_clock(limit.quota(rate[level]), clock)
@@ -218,16 +377,15 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
     }
 
     pub(crate) fn check(&self, key: &K, level: LoadLevel) -> Result<(), RetryAfter> {
-        self.maybe_sweep();
-        self.limiters[level]
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.last_read()))
+        let result = self.limiters[level].check_key(key);
+        let now = self.clock.last_read();
+        self.maybe_sweep(now.0.as_u64());
+        result.map_err(|not_until| not_until.wait_time_from(now))
     }
 
     /// Forgets keys whose state is back to "full burst available" (governor's
     /// `retain_recent`) once per sweep period; one CAS decides which caller sweeps.
-    fn maybe_sweep(&self) {
-        let now = self.clock.now().0.as_u64();
+    fn maybe_sweep(&self, now: u64) {
         let last = self.last_sweep_ns.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= self.sweep_every_ns
             && self
@@ -268,6 +426,262 @@ mod tests {
         assert!(rate.check(LoadLevel::Emergency).is_ok());
         let retry = rate.check(LoadLevel::Emergency).unwrap_err();
         assert_eq!(retry, Duration::from_millis(500));
+    }
+
+    /// The GCRA the limiters must agree with, on exact virtual nanoseconds, with no cache.
+    struct Reference {
+        t: u64,
+        tau: u64,
+        tat: Option<u64>,
+    }
+
+    impl Reference {
+        fn new(per_second: u64, burst: u64) -> Reference {
+            // governor's period: 1 s / rate, rounded to the nanosecond.
+            let t = (1_000_000_000 + per_second / 2) / per_second;
+            Reference {
+                t,
+                tau: t * (burst - 1),
+                tat: None,
+            }
+        }
+
+        /// `Err(wait)` when a request at `now` does not conform.
+        fn check(&mut self, now: u64) -> Result<(), u64> {
+            let tat = self.tat.unwrap_or(now);
+            let earliest = tat.saturating_sub(self.tau);
+            if now < earliest {
+                return Err(earliest - now);
+            }
+            self.tat = Some(tat.max(now) + self.t);
+            Ok(())
+        }
+    }
+
+    /// Refusals this thread may still decide without a clock read.
+    fn credit() -> u32 {
+        READING.with(|r| r.credit.get())
+    }
+
+    fn ns(since: Instant) -> u64 {
+        nanos_since(Instant::now(), since)
+    }
+
+    /// A flood of one request every `step` for `span` at `level`; every decision and every
+    /// `retry_after` compared with the reference. Returns (admitted, refusals decided from
+    /// the cache).
+    async fn flood_matches_reference(
+        rate: &GlobalRate,
+        reference: &mut Reference,
+        origin: Instant,
+        level: LoadLevel,
+        step: Duration,
+        span: Duration,
+    ) -> (u64, u64) {
+        let (mut admitted, mut cached) = (0, 0);
+        let end = Instant::now() + span;
+        while Instant::now() < end {
+            let now = ns(origin);
+            let from_cache = credit() > 0;
+            let expected = reference.check(now);
+            match (rate.check(level), expected) {
+                (Ok(()), Ok(())) => admitted += 1,
+                (Err(retry), Err(wait)) => {
+                    let retry = retry.as_nanos() as u64;
+                    // Never too early; too late by at most the unread arrivals.
+                    assert!(retry >= wait, "retry_after {retry} < {wait} at {now}");
+                    let slack = u64::from(MAX_UNREAD) * step.as_nanos() as u64;
+                    assert!(
+                        retry <= wait + slack,
+                        "retry_after {retry} ≫ {wait} at {now}"
+                    );
+                    cached += u64::from(from_cache);
+                }
+                (got, want) => panic!("at {now} ns: got {got:?}, reference {want:?}"),
+            }
+            tokio::time::advance(step).await;
+        }
+        (admitted, cached)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_flood_decides_exactly_like_governor_with_few_clock_reads() {
+        let origin = Instant::now();
+        let rate = GlobalRate::new(
+            RateLimit::per_second(100.0).burst(3),
+            &LevelTable::default_rate(),
+        );
+        let mut reference = Reference::new(100, 3);
+        let (admitted, cached) = flood_matches_reference(
+            &rate,
+            &mut reference,
+            origin,
+            LoadLevel::Normal,
+            Duration::from_micros(2),
+            Duration::from_millis(200),
+        )
+        .await;
+        // 3 at once, then one per 10 ms for 200 ms: 3 + 19 (the one at 200 ms is not sent).
+        assert_eq!(admitted, 3 + 19);
+        let requests = 100_000;
+        let refused = requests - admitted;
+        assert!(
+            cached * 10 >= refused * 8,
+            "only {cached} of {refused} refusals without a clock read"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_flood_at_each_level_keeps_that_levels_rate() {
+        let origin = Instant::now();
+        let rate = GlobalRate::new(
+            RateLimit::per_second(50.0).burst(1),
+            &LevelTable::default_rate(),
+        );
+        // 50/s scaled by 100 / 80 / 60 / 40 / 20 %; each level its own limiter and cache.
+        for (level, per_second) in [
+            (LoadLevel::Normal, 50),
+            (LoadLevel::Elevated, 40),
+            (LoadLevel::High, 30),
+            (LoadLevel::Critical, 20),
+            (LoadLevel::Emergency, 10),
+        ] {
+            let mut reference = Reference::new(per_second, 1);
+            let (admitted, cached) = flood_matches_reference(
+                &rate,
+                &mut reference,
+                origin,
+                level,
+                Duration::from_micros(8),
+                Duration::from_millis(500),
+            )
+            .await;
+            // One at 0, then one per period, for 500 ms.
+            assert_eq!(admitted, per_second / 2, "{level:?} at {per_second}/s");
+            assert!(cached > 50_000, "{level:?}: {cached} cached refusals");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn level_changes_mid_flood_use_each_levels_own_cache() {
+        let origin = Instant::now();
+        let rate = GlobalRate::new(
+            RateLimit::per_second(100.0).burst(1),
+            &LevelTable::default_rate(),
+        );
+        let mut normal = Reference::new(100, 1);
+        let mut emergency = Reference::new(20, 1);
+        let step = Duration::from_micros(3);
+        for i in 0..60_000u32 {
+            // Alternate levels every 5 000 requests (15 ms).
+            let (level, reference) = if (i / 5_000) % 2 == 0 {
+                (LoadLevel::Normal, &mut normal)
+            } else {
+                (LoadLevel::Emergency, &mut emergency)
+            };
+            let now = ns(origin);
+            let got = rate.check(level).is_ok();
+            assert_eq!(got, reference.check(now).is_ok(), "request {i} at {now}");
+            tokio::time::advance(step).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_clock_without_advance_grants_no_credit() {
+        let rate = GlobalRate::new(
+            RateLimit::per_second(10.0).burst(1),
+            &LevelTable::default_rate(),
+        );
+        assert!(rate.check(LoadLevel::Normal).is_ok());
+        for _ in 0..100 {
+            let retry = rate.check(LoadLevel::Normal).unwrap_err();
+            assert_eq!(retry, Duration::from_millis(100));
+            assert_eq!(credit(), 0, "two readings at one instant tell no pace");
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(rate.check(LoadLevel::Normal).is_ok(), "released on time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_that_stops_refuses_at_most_max_unread_late_then_reads() {
+        let origin = Instant::now();
+        let rate = GlobalRate::new(
+            RateLimit::per_second(10.0).burst(1),
+            &LevelTable::default_rate(),
+        );
+        let mut reference = Reference::new(10, 1);
+        flood_matches_reference(
+            &rate,
+            &mut reference,
+            origin,
+            LoadLevel::Normal,
+            Duration::from_micros(1),
+            Duration::from_millis(20),
+        )
+        .await;
+        let left = credit();
+        assert!(left > 0 && left <= MAX_UNREAD, "credit {left}");
+        // The flood stops; requests come back 200 ms later, after the token at 100 ms.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        for late in 0..left {
+            let retry = rate.check(LoadLevel::Normal).unwrap_err();
+            // From the last reading (~20 ms): up to ~80 ms, too long by the pause.
+            assert!(
+                retry > Duration::from_millis(79),
+                "late refusal {late}: {retry:?}"
+            );
+        }
+        assert_eq!(credit(), 0);
+        assert!(
+            rate.check(LoadLevel::Normal).is_ok(),
+            "the next one reads the clock"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_refusals_always_read_the_clock() {
+        let rate = GlobalRate::new(
+            RateLimit::per_second(1.0).burst(1),
+            &LevelTable::default_rate(),
+        );
+        assert!(rate.check(LoadLevel::Normal).is_ok());
+        // One request per 50 µs: slower than one per FLOOD_INTERVAL_NS.
+        for i in 0..1_000u32 {
+            tokio::time::advance(Duration::from_micros(50)).await;
+            let retry = rate.check(LoadLevel::Normal).unwrap_err();
+            assert_eq!(
+                retry,
+                Duration::from_secs(1) - Duration::from_micros(50) * (i + 1)
+            );
+            assert_eq!(credit(), 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_limiter_on_the_thread_is_not_refused_by_this_ones_cache() {
+        let table = LevelTable::default_rate();
+        let flooded = GlobalRate::new(RateLimit::per_second(1.0).burst(1), &table);
+        let other = GlobalRate::new(RateLimit::per_second(1000.0).burst(1), &table);
+        assert!(flooded.check(LoadLevel::Normal).is_ok());
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_micros(1)).await;
+            assert!(flooded.check(LoadLevel::Normal).is_err());
+        }
+        assert!(credit() > 0);
+        // `other` never refused: no cached instant, governor decides (and admits).
+        assert!(other.check(LoadLevel::Normal).is_ok());
+        // Keyed limits keep no cache: a flooded key does not refuse another key.
+        let keyed = KeyedRate::new(
+            RateLimit::per_second(1.0).burst(1),
+            &table,
+            Duration::from_secs(60),
+        );
+        assert!(keyed.check(&0u32, LoadLevel::Normal).is_ok());
+        for i in 1..100u32 {
+            tokio::time::advance(Duration::from_micros(1)).await;
+            assert!(keyed.check(&0, LoadLevel::Normal).is_err());
+            assert!(keyed.check(&i, LoadLevel::Normal).is_ok(), "key {i}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
