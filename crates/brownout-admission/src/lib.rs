@@ -41,6 +41,11 @@
 //! * **Queue** — when no permit is free, the request waits: highest class first, FIFO within
 //!   a class, except that a head that waited past [`starvation_bound`] (default 1 s) is
 //!   served first — at most every other permit, so important classes keep half or more.
+//!   While the server keeps up (the queue less than half full, no more important request
+//!   waiting past its patience), a request that waited [`Promotion::after`] (default 50 ms)
+//!   is served the same way: at 100 % utilization strict priority would otherwise leave the
+//!   lowest classes to time out in the queue's random walk, idling workers later
+//!   ([`Promotion`]; [`no_promotion`] for strict order).
 //!   Capacity is `queue_capacity × Policy::queue[level]`. When full, a newcomer evicts the
 //!   newest request of the lowest class below its own (that one gets
 //!   `Rejected { QueueFull }`), or is refused with `QueueFull`.
@@ -62,6 +67,11 @@
 //! The limit, in-flight and queue lengths per class are readable from an
 //! [`AdmissionHandle`] ([`PriorityAdmissionLayer::handle`]), which also [`close`]s the queue
 //! at shutdown. Queueing delay and depth go to a [`QueueProbe`] when one is set.
+//! The delay reported is the one that measures overload rather than priority order: a
+//! request served from the queue reports the wait of the most important request waiting
+//! at that moment (its own, unless it was promoted), and a request refused for lack of room
+//! (`QueueFull`, newcomer or evicted) reports the longest wait allowed, as if it had timed
+//! out. Immediate admissions report zero.
 //!
 //! # Metrics
 //!
@@ -109,6 +119,7 @@
 //! `retry_after`. The inner service's errors are boxed with `.into()`.
 //!
 //! [`starvation_bound`]: PriorityAdmissionBuilder::starvation_bound
+//! [`no_promotion`]: PriorityAdmissionBuilder::no_promotion
 //! [`rate_limit`]: PriorityAdmissionBuilder::rate_limit
 //! [`keyed_rate_limit`]: PriorityAdmissionBuilder::keyed_rate_limit
 //! [`key_idle_sweep`]: PriorityAdmissionBuilder::key_idle_sweep
@@ -137,7 +148,7 @@ use std::task::{Context, Poll};
 
 pub use brownout_core::{BoxError, Priority, QueueProbe, Rejected};
 use brownout_core::{Classify, FromExtensions, RejectReason};
-pub use config::{PriorityAdmissionBuilder, QueueTimeout};
+pub use config::{PriorityAdmissionBuilder, Promotion, QueueTimeout};
 pub use extract::{CheckKey, DeadlineFromExtensions, ExtractDeadline, KeyedBy, NoDeadline, NoKey};
 pub use handle::{AdmissionHandle, AdmissionStats};
 pub use layer::PriorityAdmissionLayer;

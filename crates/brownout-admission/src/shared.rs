@@ -28,7 +28,7 @@ use brownout_core::{
 };
 use tokio::time::Instant;
 
-use crate::config::QueueTimeout;
+use crate::config::{Promotion, QueueTimeout};
 use crate::limit::{Algorithm, Outcome, Sample};
 use crate::rate::GlobalRate;
 use crate::telemetry::Telemetry;
@@ -174,6 +174,7 @@ pub(crate) struct Settings {
     pub(crate) queue_caps: LevelTable<usize>,
     pub(crate) timeout: QueueTimeout,
     pub(crate) starvation_bound: Duration,
+    pub(crate) promotion: Option<Promotion>,
     pub(crate) reserved: Option<[f64; CLASSES]>,
     pub(crate) retry_after: Duration,
     pub(crate) shutdown_retry_after: Duration,
@@ -497,6 +498,22 @@ impl Shared {
 
     // ----- the queue ---------------------------------------------------------------------
 
+    /// The longest a request may wait (a fixed maximum, or CoDel's interval).
+    fn longest_wait(&self) -> Duration {
+        match self.settings.timeout {
+            QueueTimeout::Fixed(d) => d,
+            QueueTimeout::Codel { interval, .. } => interval,
+        }
+    }
+
+    /// A newcomer was refused for lack of room in the queue: the monitor hears the longest
+    /// wait allowed, as if it had waited and timed out.
+    pub(crate) fn record_refused_full(&self) {
+        if let Some(probe) = &self.probe {
+            probe.record_delay(self.longest_wait());
+        }
+    }
+
     fn allowed_wait(&self, q: &mut Queue, now: Instant) -> Duration {
         match self.settings.timeout {
             QueueTimeout::Fixed(d) => d,
@@ -507,19 +524,40 @@ impl Shared {
         }
     }
 
-    fn record_dequeue(&self, q: &mut Queue, class: usize, now: Instant, waited: Duration) {
+    fn record_dequeue(
+        &self,
+        q: &mut Queue,
+        class: usize,
+        now: Instant,
+        waited: Duration,
+        reported: Duration,
+    ) {
         q.removed();
         self.queued.fetch_sub(1, Ordering::SeqCst);
-        self.dequeued(class, waited);
+        self.dequeued(class, waited, reported);
         if let QueueTimeout::Codel { interval, .. } = self.settings.timeout {
             q.codel.tick(now, interval, q.len);
         }
     }
 
     /// Finishes a removed entry with `state` and wakes it.
-    fn finish(&self, q: &mut Queue, class: usize, mut entry: Entry, state: u8, now: Instant) {
+    fn finish(&self, q: &mut Queue, class: usize, entry: Entry, state: u8, now: Instant) {
         let waited = now.saturating_duration_since(entry.enqueued);
-        self.record_dequeue(q, class, now, waited);
+        self.finish_reporting(q, class, entry, state, now, waited);
+    }
+
+    /// [`finish`](Self::finish), reporting `reported` to the monitor's probe as the wait.
+    fn finish_reporting(
+        &self,
+        q: &mut Queue,
+        class: usize,
+        mut entry: Entry,
+        state: u8,
+        now: Instant,
+        reported: Duration,
+    ) {
+        let waited = now.saturating_duration_since(entry.enqueued);
+        self.record_dequeue(q, class, now, waited, reported);
         let level = self.signal.level();
         let priority = Priority::ALL[class];
         match state {
@@ -543,8 +581,9 @@ impl Shared {
         }
     }
 
-    /// The classes to try, best first: heads that waited past the starvation bound (oldest
-    /// first), then every non-empty class by priority.
+    /// The classes to try, best first: heads that waited past the starvation bound, or that
+    /// may be promoted (see [`Promotion`]), oldest first; then every non-empty class by
+    /// priority.
     fn candidates(&self, q: &Queue, now: Instant) -> ([usize; CLASSES], usize) {
         let mut order = [0; CLASSES];
         let mut n = 0;
@@ -554,11 +593,16 @@ impl Shared {
             if q.out_of_order {
                 break;
             }
-            if let Some(head) = q.classes[c].front()
-                && now.saturating_duration_since(head.enqueued) >= self.settings.starvation_bound
-            {
-                starved[s] = (head.enqueued, c);
-                s += 1;
+            if let Some(head) = q.classes[c].front() {
+                let age = now.saturating_duration_since(head.enqueued);
+                let promoted = self
+                    .settings
+                    .promotion
+                    .is_some_and(|p| self.may_promote(q, c, age, &p, now));
+                if promoted || age >= self.settings.starvation_bound {
+                    starved[s] = (head.enqueued, c);
+                    s += 1;
+                }
             }
         }
         starved[..s].sort_unstable();
@@ -573,6 +617,28 @@ impl Shared {
             }
         }
         (order, n)
+    }
+
+    /// Whether the head of class `c`, waiting for `age`, may be served before the more
+    /// important classes: it waited `promotion.after`, the queue is less than half full at
+    /// the current level, and no more important class's oldest request waited its patience.
+    fn may_promote(
+        &self,
+        q: &Queue,
+        c: usize,
+        age: Duration,
+        promotion: &Promotion,
+        now: Instant,
+    ) -> bool {
+        age >= promotion.after
+            && 2 * q.len < self.settings.queue_caps[self.signal.level()]
+            && q.classes[..c]
+                .iter()
+                .zip(promotion.patience)
+                .all(|(d, patience)| {
+                    d.front()
+                        .is_none_or(|h| now.saturating_duration_since(h.enqueued) < patience)
+                })
     }
 
     /// Refuses (and wakes) the heads that waited past `allowed` or their deadline.
@@ -601,8 +667,15 @@ impl Shared {
                     Acquire::Ok => {
                         let best = q.classes.iter().position(|d| !d.is_empty());
                         q.out_of_order = best != Some(c);
+                        // The monitor hears the wait of the most important waiting request
+                        // (this one, unless it was served out of priority order).
+                        let top = best
+                            .and_then(|b| q.classes[b].front())
+                            .map(|h| now.saturating_duration_since(h.enqueued));
                         if let Some(entry) = q.classes[c].pop_front() {
-                            self.finish(q, c, entry, GRANTED, now);
+                            let waited = now.saturating_duration_since(entry.enqueued);
+                            let reported = top.unwrap_or(waited);
+                            self.finish_reporting(q, c, entry, GRANTED, now, reported);
                         }
                         granted = true;
                         break;
@@ -643,12 +716,15 @@ impl Shared {
         // Refuse without the lock when the queue is full and nobody below us could be
         // evicted (racy by nature: the answer was true a moment ago).
         let cap = self.settings.queue_caps[level];
-        if cap == 0
-            || (self.queued.load(Ordering::SeqCst) >= cap
-                && self.class_queued[c + 1..]
-                    .iter()
-                    .all(|n| n.load(Ordering::Relaxed) == 0))
+        if cap == 0 {
+            return Slow::Rejected(RejectReason::QueueFull);
+        }
+        if self.queued.load(Ordering::SeqCst) >= cap
+            && self.class_queued[c + 1..]
+                .iter()
+                .all(|n| n.load(Ordering::Relaxed) == 0)
         {
+            self.record_refused_full();
             return Slow::Rejected(RejectReason::QueueFull);
         }
         let now = Instant::now();
@@ -665,11 +741,14 @@ impl Shared {
         // of the lowest classes below ours, or refuse the newcomer.
         while q.len >= cap {
             let Some(d) = (c + 1..CLASSES).rev().find(|&d| !q.classes[d].is_empty()) else {
+                self.record_refused_full();
                 return Slow::Rejected(RejectReason::QueueFull);
             };
             if let Some(entry) = q.classes[d].pop_back() {
                 self.totals.evicted.fetch_add(1, Ordering::Relaxed);
-                self.finish(&mut q, d, entry, REJECTED_FULL, now);
+                // No room to wait: the monitor hears the longest wait allowed.
+                let reported = self.longest_wait();
+                self.finish_reporting(&mut q, d, entry, REJECTED_FULL, now, reported);
             }
         }
         let slot = Arc::new(Slot {
@@ -756,7 +835,7 @@ impl Shared {
                     let waited = now.saturating_duration_since(entry.enqueued);
                     q.removed();
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    self.dequeued(c, waited);
+                    self.dequeued(c, waited, waited);
                 }
             }
             GRANTED => {
@@ -797,13 +876,13 @@ impl Shared {
     }
 
     /// A request of `class` left the queue (admitted, refused or cancelled) after `waited`.
-    fn dequeued(&self, class: usize, waited: Duration) {
+    fn dequeued(&self, class: usize, waited: Duration, reported: Duration) {
         let depth = self.class_queued[class].fetch_sub(1, Ordering::Relaxed);
         self.telemetry
             .queue_depth(&self.metrics, class, depth.saturating_sub(1));
         self.telemetry.queue_delay(&self.metrics, class, waited);
         if let Some(probe) = &self.probe {
-            probe.dequeued(waited);
+            probe.dequeued(reported);
         }
     }
 

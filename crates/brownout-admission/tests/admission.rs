@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use brownout_admission::{Limit, QueueTimeout, RateLimit};
+use brownout_admission::{Limit, Promotion, QueueTimeout, RateLimit};
 use brownout_core::{Deadline, LoadLevel, LoadSignal, Priority, QueueProbe, RejectReason};
 use support::*;
 use tokio::task::JoinHandle;
@@ -657,4 +657,131 @@ async fn rel_08_starved_requests_take_at_most_every_other_permit() {
         last = *backend.served().last().unwrap();
     }
     assert_eq!(backend.served(), vec![0, 1, 11, 2, 12, 3, 13]);
+}
+
+fn promoting_layer(limit: usize) -> support::BuilderAlias {
+    fixed_layer(limit).promotion(Promotion::default())
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotion_serves_a_request_that_waited_before_a_fresh_more_important_one() {
+    let backend = Backend::default();
+    let layer = promoting_layer(1).build().unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let bg = submit(&mut svc, job(1, Priority::Background)).await;
+    tokio::time::sleep(Duration::from_millis(55)).await;
+    let high = submit(&mut svc, job(2, Priority::High)).await;
+    // Background waited 55 ms ≥ 50 ms; High only just arrived (within its 60 ms patience)
+    // and the queue (2 of 128) is far from half full: Background goes first.
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 1]);
+    assert!(backend.complete(1));
+    bg.await.unwrap().unwrap();
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 1, 2]);
+    assert!(backend.complete(2));
+    high.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotion_waits_while_a_more_important_request_waited_past_its_patience() {
+    let backend = Backend::default();
+    let layer = promoting_layer(1).build().unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let _bg = submit(&mut svc, job(1, Priority::Background)).await;
+    let _critical = submit(&mut svc, job(2, Priority::Critical)).await;
+    tokio::time::sleep(Duration::from_millis(55)).await;
+    // Critical waited 55 ms, past its 25 ms patience: strict order.
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotion_stops_once_the_queue_is_half_full() {
+    let backend = Backend::default();
+    let layer = promoting_layer(1).queue_capacity(4).build().unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let _bg = submit(&mut svc, job(1, Priority::Background)).await;
+    tokio::time::sleep(Duration::from_millis(55)).await;
+    let _h1 = submit(&mut svc, job(2, Priority::High)).await;
+    let _h2 = submit(&mut svc, job(3, Priority::High)).await;
+    // 3 waiting of 4 places: overload, strict priority.
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_promotion_keeps_strict_priority_order() {
+    let backend = Backend::default();
+    let layer = fixed_layer(1).no_promotion().build().unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let _bg = submit(&mut svc, job(1, Priority::Background)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _high = submit(&mut svc, job(2, Priority::High)).await;
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 2]);
+}
+
+#[test]
+fn promotion_with_zero_durations_is_refused_naming_the_field() {
+    let err = builder()
+        .promotion(Promotion::after(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "promotion.after", "{err}");
+    let mut patience = Promotion::default().patience;
+    patience[Priority::High.index()] = Duration::ZERO;
+    let err = builder()
+        .promotion(Promotion::default().with_patience(patience))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "promotion.patience[high]", "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_hears_the_wait_of_the_most_important_request_and_full_queue_refusals() {
+    let backend = Backend::default();
+    let probe = QueueProbe::new();
+    let layer = promoting_layer(1)
+        .queue_timeout(QueueTimeout::fixed(Duration::from_millis(300)))
+        .queue_capacity(5)
+        .probe(probe.clone())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let _bg = submit(&mut svc, job(1, Priority::Background)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let _high = submit(&mut svc, job(2, Priority::High)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    probe.drain();
+    // Background (waited 70 ms) is promoted over High (waited 10 ms): the probe hears
+    // High's 10 ms, the wait of the most important request, not Background's 70 ms.
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 1]);
+    let window = probe.drain();
+    assert_eq!(window.samples, 1);
+    assert_eq!(window.max_delay, Duration::from_millis(10));
+    // Fill the queue (High + 4 more High = 5): a Background newcomer is refused for lack of
+    // room, and the probe hears the longest wait allowed (300 ms).
+    let mut waiting = Vec::new();
+    for id in 3..7 {
+        waiting.push(submit(&mut svc, job(id, Priority::High)).await);
+    }
+    let refused = submit(&mut svc, job(9, Priority::Background)).await;
+    assert_eq!(
+        reason(&refused.await.unwrap().unwrap_err()),
+        RejectReason::QueueFull
+    );
+    let window = probe.drain();
+    assert_eq!(window.max_delay, Duration::from_millis(300));
 }

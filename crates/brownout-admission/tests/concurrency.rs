@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use brownout_admission::{BoxError, Limit, NoDeadline, PriorityAdmissionLayer, QueueTimeout};
+use brownout_admission::{
+    BoxError, Limit, NoDeadline, PriorityAdmissionLayer, Promotion, QueueTimeout,
+};
 use brownout_core::Priority;
 use proptest::prelude::*;
 use support::*;
@@ -99,6 +101,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .queue_capacity(6)
             .queue_timeout(QueueTimeout::fixed(Duration::from_millis(200)))
             .starvation_bound(BOUND)
+            // Promotion after the same wait: every out-of-order grant, starved or promoted,
+            // went to a request that waited at least BOUND.
+            .promotion(Promotion::after(BOUND))
             .build()
             .unwrap();
         let handle = layer.handle();

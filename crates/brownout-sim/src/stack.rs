@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use brownout_admission::{GradientConfig, Limit, PriorityAdmissionLayer, QueueTimeout};
+use brownout_admission::{GradientConfig, Limit, PriorityAdmissionLayer, Promotion, QueueTimeout};
 use brownout_core::{BoxError, LevelTable, Priority, PrioritySet, QueueProbe};
 use brownout_monitor::Monitor;
 use brownout_shed::{LoadShedConfig, LoadShedLayer};
@@ -208,6 +208,9 @@ pub struct BrownoutSettings {
     pub queue_delay: [Duration; 4],
     /// The monitor's cooldown before each step down.
     pub cooldown: Duration,
+    /// When a waiting request may be served before more important ones while the server
+    /// keeps up (`None`: strict priority order).
+    pub promotion: Option<Promotion>,
 }
 
 impl BrownoutSettings {
@@ -249,8 +252,9 @@ impl BrownoutSettings {
             queue_timeout: QueueTimeout::fixed(ms(120)),
             starvation_bound: Duration::from_secs(10),
             shed: BrownoutSettings::LAGGING_SHED,
-            queue_delay: [ms(25), ms(50), ms(75), ms(100)],
+            queue_delay: [ms(50), ms(75), ms(100), ms(125)],
             cooldown: ms(250),
+            promotion: Some(Promotion::default()),
         }
     }
 
@@ -266,6 +270,7 @@ impl BrownoutSettings {
             shed: LevelTable::default_shed(),
             queue_delay: brownout_monitor::DEFAULT_QUEUE_DELAY,
             cooldown: brownout_monitor::DEFAULT_COOLDOWN,
+            promotion: Some(Promotion::default()),
         }
     }
 }
@@ -305,7 +310,12 @@ pub fn brownout_stack(
         .limit(settings.limit)
         .queue_capacity(settings.queue_capacity)
         .queue_timeout(settings.queue_timeout)
-        .starvation_bound(settings.starvation_bound)
+        .starvation_bound(settings.starvation_bound);
+    let admission = match settings.promotion {
+        Some(promotion) => admission.promotion(promotion),
+        None => admission.no_promotion(),
+    };
+    let admission = admission
         .signal(signal.clone())
         .probe(probe)
         .build()

@@ -121,20 +121,23 @@ fn below_capacity_nothing_is_lost() {
 }
 
 #[test]
-fn at_1x_goodput_within_5_percent_of_capacity() {
-    // The 98 % target at exactly 1x is missed (see `goodput_98_percent_at_1x`); this guards
-    // against regressions from today's figures over 10 s (96.2 % fixed, 94.3 % adaptive).
-    for (stack, floor) in [(Stack::BrownoutFixed, 0.955), (Stack::Brownout, 0.93)] {
+fn at_1x_priority_order_still_holds() {
+    // Promotion serves Low/Background out of order at 1x; the score stays near the ideal.
+    for stack in BROWNOUT {
         let r = run(&load(1.0).with_duration(Duration::from_secs(10)), stack);
-        assert!(r.efficiency() >= floor, "{}", describe(&r));
         assert!(r.priority_score() >= 0.98, "{}", describe(&r));
+        assert!(
+            r.class(Priority::Critical).success() >= 0.995,
+            "{}",
+            describe(&r)
+        );
     }
 }
 
 #[test]
-#[ignore = "known miss: at exactly 1x a priority queue makes Low/Background wait past the \
-            120 ms queue timeout (fixed limit: 96.2 % of capacity over 10 s; adaptive 94.3 %)"]
 fn goodput_98_percent_at_1x() {
+    // Strict priority left Low/Background to time out in the queue's random walk (96.2 %
+    // fixed, 95.7 % adaptive); with promotion 98.4 % and 98.1 % over 10 s (seed 42).
     for stack in BROWNOUT {
         let r = run(&load(1.0).with_duration(Duration::from_secs(10)), stack);
         assert!(r.efficiency() >= 0.98, "{}", describe(&r));
@@ -252,7 +255,8 @@ fn overload_targets_hold_for_other_seeds() {
 #[ignore = "known miss: with seed 2, Critical + High offered during the slow phase equal the \
             capacity left; strict priority with a fixed 120 ms queue timeout then lets High \
             requests time out in the queue's random walk while Medium fills the gaps \
-            (priority score 94.3 % fixed, 94.8 % adaptive)"]
+            (slow-phase priority score 93.4 % fixed, 95.2 % adaptive); with seed 7 the slow \
+            phase uses 97.7 % (fixed) and 97.4 % (adaptive) of the capacity left"]
 fn slowdown_targets_hold_for_other_seeds() {
     for seed in [1, 2, 3, 7] {
         for stack in BROWNOUT {
