@@ -70,39 +70,39 @@ impl Timer {
     /// requests whose response is not ready at once get here.
     #[inline]
     fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.as_mut().project() {
+        let deadline = match self.as_mut().project() {
+            TimerProj::Armed { sleep } => return sleep.poll(cx),
             TimerProj::Never => return Poll::Pending,
             TimerProj::Unarmed { deadline } => {
                 let deadline = *deadline;
                 self.set(Timer::Armed {
                     sleep: sleep_until(deadline),
                 });
+                None
             }
             TimerProj::Deferred { nanos } => {
                 let timeout = Duration::from_nanos(*nanos);
                 // The `Sleep` is built before the clock is read, and moved into place after:
                 // the move then reads memory written ~25 ns earlier rather than at once
                 // (an immediate copy of a just-returned `Sleep` stalls on store forwarding,
-                // ~8 ns). Its deadline is set by `reset`, which also registers it.
+                // ~8 ns). Its deadline is then set by `reset`, which also registers it.
                 let sleep = sleep_until(placeholder());
-                let now = Instant::now();
-                self.set(Timer::Armed { sleep });
-                let TimerProj::Armed { mut sleep } = self.as_mut().project() else {
+                let Some(deadline) = Instant::now().checked_add(timeout) else {
+                    // Too far away to represent: no timer at all.
+                    self.set(Timer::Never);
                     return Poll::Pending;
                 };
-                match now.checked_add(timeout) {
-                    Some(deadline) => sleep.as_mut().reset(deadline),
-                    // Too far away to represent: no timer at all.
-                    None => {
-                        self.set(Timer::Never);
-                        return Poll::Pending;
-                    }
-                }
+                self.set(Timer::Armed { sleep });
+                Some(deadline)
             }
-            TimerProj::Armed { .. } => {}
-        }
+        };
         match self.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx),
+            TimerProj::Armed { mut sleep } => {
+                if let Some(deadline) = deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep.poll(cx)
+            }
             _ => Poll::Pending,
         }
     }
