@@ -582,6 +582,45 @@ async fn unsampled_request_without_a_deadline_is_timed_from_its_first_pending_po
 }
 
 #[tokio::test(start_paused = true)]
+async fn deferred_timer_is_armed_once_at_the_first_pending_poll_not_at_every_poll() {
+    // Unsampled (High), no caller deadline: the 100 ms timer is armed when the response is
+    // first found pending. The inner future is then pending three more times (40 ms each):
+    // the deadline stays 100 ms after that first poll instead of moving with every poll.
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(200 * MS)
+        .build()
+        .unwrap();
+    let steps = Arc::new(AtomicUsize::new(0));
+    let counted = steps.clone();
+    let mut svc = AdaptiveTimeoutLayer::new(config)
+        .with_signal(LoadSignal::fixed(LoadLevel::High))
+        .without_caller_deadline()
+        .layer(service_fn(move |n: u64| {
+            let steps = counted.clone();
+            async move {
+                for _ in 0..n {
+                    sleep(40 * MS).await;
+                    steps.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, Infallible>(n)
+            }
+        }));
+    let start = Instant::now();
+    let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
+    assert!(is_timeout(&err));
+    assert_eq!(start.elapsed(), 100 * MS);
+    assert_eq!(
+        steps.load(Ordering::Relaxed),
+        2,
+        "cut during the third step"
+    );
+    // Two steps (80 ms) fit in the same 100 ms.
+    let start = Instant::now();
+    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), 80 * MS);
+}
+
+#[tokio::test(start_paused = true)]
 async fn sampled_request_is_timed_from_call_like_tower() {
     // `config()` times every request: the arrival time is read at `call` and the 100 ms
     // deadline counts from there, however late the first poll.
