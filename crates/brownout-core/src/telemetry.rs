@@ -199,10 +199,12 @@ fn priority_label(index: usize) -> &'static str {
     Priority::from_rank(index as u8).map_or("unknown", Priority::as_str)
 }
 
+#[inline]
 fn priority_index(priority: Option<Priority>) -> usize {
     priority.map_or(Priority::COUNT, Priority::index)
 }
 
+#[inline]
 fn reason_index(reason: RejectReason) -> usize {
     RejectReason::ALL
         .iter()
