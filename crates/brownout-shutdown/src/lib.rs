@@ -214,22 +214,33 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
-        // Fast refusal once draining; otherwise count first and check again, so that the
-        // drain (which stops accepting, then reads the counter) never misses a request.
-        if shared.accepting.load(Ordering::SeqCst) {
-            shared.in_flight.0.fetch_add(1, Ordering::SeqCst);
-            if shared.accepting.load(Ordering::SeqCst) {
-                let guard = InFlight::adopt(shared.clone());
-                shared.metrics.admitted(None, shared.signal.level());
-                return ResponseFuture::running(self.inner.call(req), guard);
-            }
-            shared.release();
+        if !shared.accepting.load(Ordering::SeqCst) {
+            return refuse(shared);
         }
-        let rejected = shared.rejection();
-        shared.rejected.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.rejected(&rejected);
-        ResponseFuture::refused(rejected)
+        // Call the inner service, then count and check again, so that the drain (which stops
+        // accepting, then reads the counter) never misses a request: one that lost that race
+        // is refused when polled (its inner future dropped unpolled) and gives its count back
+        // then. Counting after the inner `call` leaves nothing to undo if it panics; with no
+        // guard alive across the call and no branch after it, the compiler builds the inner
+        // future in place instead of copying it into ours (a memcpy of the whole stack's
+        // future per request otherwise).
+        shared.metrics.admitted(None, shared.signal.level());
+        let future = self.inner.call(req);
+        shared.in_flight.0.fetch_add(1, Ordering::SeqCst);
+        let refused = !shared.accepting.load(Ordering::SeqCst);
+        ResponseFuture::running(future, InFlight::adopt(shared.clone(), refused))
     }
+}
+
+/// A request refused before the inner service was called (rare: kept out of line).
+#[cold]
+#[inline(never)]
+fn refuse<F>(shared: &Arc<Shared>) -> ResponseFuture<F> {
+    let rejected = shared.rejection();
+    shared.rejected.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.rejected(&rejected);
+    ResponseFuture::refused(rejected)
 }

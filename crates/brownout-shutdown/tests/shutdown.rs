@@ -173,6 +173,80 @@ async fn rel_20_new_requests_after_trigger_rejected_with_shutting_down() {
     assert_adds_up(&report, 5);
 }
 
+/// Triggers the shutdown from inside its `call` (the race between a request being called
+/// and the trigger), then answers like `Sleeper`; counts the futures it made that were polled.
+#[derive(Clone)]
+struct TriggersInCall {
+    shutdown: Shutdown,
+    polled: Arc<AtomicUsize>,
+}
+
+impl Service<Duration> for TriggersInCall {
+    type Response = Duration;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Duration, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, d: Duration) -> Self::Future {
+        self.shutdown.trigger();
+        let polled = self.polled.clone();
+        Box::pin(async move {
+            polled.fetch_add(1, Ordering::SeqCst);
+            Ok(d)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_20_request_called_as_the_trigger_fires_is_refused_when_polled() {
+    let shutdown = Shutdown::new();
+    let polled = Arc::new(AtomicUsize::new(0));
+    let mut svc = ShutdownGuard::new(
+        TriggersInCall {
+            shutdown: shutdown.clone(),
+            polled: polled.clone(),
+        },
+        &shutdown,
+    );
+    let future = svc.ready().await.unwrap().call(SEC);
+    // Lost the race: counted in flight (the drain waits for it) until it is polled.
+    assert_eq!(shutdown.in_flight(), 1);
+    let err = future.await.unwrap_err();
+    assert_eq!(shutdown.in_flight(), 0);
+    assert_eq!(reason(&err), Some(RejectReason::ShuttingDown));
+    assert!(
+        err.downcast_ref::<Aborted>().is_none(),
+        "refused, not aborted"
+    );
+    assert_eq!(
+        polled.load(Ordering::SeqCst),
+        0,
+        "the inner future never ran"
+    );
+    let report = shutdown.wait().await;
+    assert_eq!((report.rejected, report.admitted), (1, 0));
+    assert_adds_up(&report, 1);
+
+    // Dropped without being polled, it is still a refusal, not a cancellation.
+    let shutdown = Shutdown::new();
+    let mut svc = ShutdownGuard::new(
+        TriggersInCall {
+            shutdown: shutdown.clone(),
+            polled: polled.clone(),
+        },
+        &shutdown,
+    );
+    drop(svc.ready().await.unwrap().call(SEC));
+    let report = shutdown.wait().await;
+    assert_eq!(
+        (report.rejected, report.cancelled, report.admitted),
+        (1, 0, 0)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn rejection_level_comes_from_the_load_signal() {
     let (publisher, signal) = LoadSignal::channel(LoadLevel::Normal);
