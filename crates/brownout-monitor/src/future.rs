@@ -34,22 +34,40 @@ enum Start {
     Tsc(u64),
 }
 
-impl InFlight {
+/// A request's start, read before the inner `call` (a plain value: nothing to undo if that
+/// call panics); [`InFlight::begin`] counts it once the call returned.
+#[derive(Clone, Copy)]
+pub(crate) struct Started {
+    shard: usize,
+    start: Start,
+}
+
+impl Started {
+    /// Reads the clock of the calling thread's shard when `timed`.
     #[inline]
-    pub(crate) fn start(recorder: &Recorder, timed: bool) -> InFlight {
-        let shard = recorder.shard();
-        shard.started.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn now(recorder: &Recorder, timed: bool) -> Started {
+        let (shard, clock) = recorder.shard_index();
         let start = if !timed {
             Start::NotTimed
         } else {
-            match &shard.tsc {
+            match clock {
                 None => Start::Tokio(Instant::now()),
                 Some(clock) => Start::Tsc(clock.raw()),
             }
         };
+        Started { shard, start }
+    }
+}
+
+impl InFlight {
+    /// Counts the request in flight from now (after the inner `call` returned).
+    #[inline]
+    pub(crate) fn begin(recorder: &Recorder, started: Started) -> InFlight {
+        let shard = recorder.shard_at(started.shard);
+        shard.started.fetch_add(1, Ordering::Relaxed);
         InFlight {
             shard: shard.clone(),
-            start,
+            start: started.start,
             completed: false,
         }
     }
@@ -106,7 +124,7 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(inner: F, in_flight: InFlight, classifier: C) -> Self {
         ResponseFuture {
             inner,

@@ -123,7 +123,7 @@ pub use outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
 pub use recorder::LatencyClock;
 pub use snapshot::Snapshot;
 
-use crate::future::{InFlight, ResponseFuture};
+use crate::future::{InFlight, ResponseFuture, Started};
 use crate::recorder::Recorder;
 
 /// The service built by [`MonitorLayer`]: forwards every request to `inner` and records its
@@ -169,8 +169,13 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let timed = self.sampler.sample(&self.recorder.rate);
-        let in_flight = InFlight::start(&self.recorder, timed);
-        ResponseFuture::new(self.inner.call(req), in_flight, self.classifier.clone())
+        // The start time is read before the inner call, the in-flight guard made after it:
+        // no guard lives across the call, so a panic there leaves nothing counted and the
+        // compiler builds the inner future in place (no unwind path to keep it apart).
+        let started = Started::now(&self.recorder, timed);
+        let inner = self.inner.call(req);
+        let in_flight = InFlight::begin(&self.recorder, started);
+        ResponseFuture::new(inner, in_flight, self.classifier.clone())
     }
 }
 

@@ -135,14 +135,27 @@ impl Recorder {
     }
 
     /// The shard of the calling thread.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn shard(&self) -> &Arc<Shard> {
+        self.shard_at(self.shard_index().0)
+    }
+
+    /// The index of the calling thread's shard, and that shard's CPU clock (`None`: time on
+    /// tokio's clock).
+    #[inline]
+    pub(crate) fn shard_index(&self) -> (usize, Option<&quanta::Clock>) {
         let index = if self.mask == 0 {
             0
         } else {
             THREAD_INDEX.try_with(|i| *i).unwrap_or(0) & self.mask
         };
-        &self.shards[index]
+        (index, self.shards[index].tsc.as_ref())
+    }
+
+    /// The shard at `index` (from [`shard_index`](Recorder::shard_index)).
+    #[inline]
+    pub(crate) fn shard_at(&self, index: usize) -> &Arc<Shard> {
+        &self.shards[index & self.mask]
     }
 
     /// Requests in flight now, over all shards.
