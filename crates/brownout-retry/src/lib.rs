@@ -209,8 +209,9 @@ where
                 .ok_or(NoCopy::NotCloneable)
         };
         let deadline = shared.requests.deadline(&req);
-        let service = self.inner.clone();
         let future = self.inner.call(req);
+        // Cloned after the call (as tower's `Retry` does): one value fewer alive across it.
+        let service = self.inner.clone();
         ResponseFuture::new(future, service, copy, deadline, self.shared.clone())
     }
 }
