@@ -22,6 +22,8 @@
 //!
 //! ```sh
 //! cargo bench -p brownout --bench stack -- --warm-up-time 1 --measurement-time 3
+//! # on a loaded machine: CPU time per request, interleaved rounds (see `cpu_time`)
+//! BROWNOUT_BENCH_CPU=7 cargo bench -p brownout --bench stack -- cpu_only
 //! ```
 #![allow(missing_docs)]
 use std::alloc::System;
@@ -716,5 +718,149 @@ fn threads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, admit_and_reject, per_layer, facade_http, threads);
+/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat")
+}
+
+/// One row of the CPU-time table: runs `n` requests, returns CPU ns per request.
+type CpuRow = (&'static str, Box<dyn FnMut(u64) -> f64>);
+
+fn cpu_row<S: Service<u64> + 'static>(name: &'static str, mut svc: S, req: u64) -> CpuRow {
+    let run = move |n: u64| {
+        let mut cx = Context::from_waker(Waker::noop());
+        let cpu = thread_cpu_ns();
+        for _ in 0..n {
+            black_box(once(&mut svc, &mut cx, black_box(req)));
+        }
+        (thread_cpu_ns() - cpu) as f64 / n as f64
+    };
+    (name, Box::new(run))
+}
+
+/// `BROWNOUT_BENCH_CPU=<rounds>` (optionally `BROWNOUT_BENCH_N=<requests per round>`): the
+/// thread's CPU time per request of the stack rows, measured in interleaved rounds, min and
+/// median printed. CPU time does not count the time the thread waits for a core, so rows
+/// of one run stay comparable on a loaded machine (Linux only). Criterion groups still run
+/// after it unless filtered out.
+fn cpu_time(_: &mut Criterion) {
+    let Some(rounds) = std::env::var("BROWNOUT_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let n: u64 = std::env::var("BROWNOUT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let normal = parts();
+    let (_normal_publisher, normal_signal) = LoadSignal::channel(LoadLevel::Normal);
+    let mut seven = brownout_stack!(&normal, Echo);
+    busy("cpu admit", &normal.monitor, &mut seven, 1);
+    let emergency = parts();
+    emergency.monitor.publisher().force(LoadLevel::Emergency);
+    let (emergency_publisher, emergency_signal) = LoadSignal::channel(LoadLevel::Normal);
+    emergency_publisher.publish(LoadLevel::Emergency);
+    let mut seven_reject = brownout_stack!(&emergency, Echo);
+    busy("cpu reject", &emergency.monitor, &mut seven_reject, 3);
+    let mut holder = ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1)
+        .timeout(Duration::from_secs(1))
+        .layer(tower::retry::RetryLayer::new(Trivial))
+        .service(Echo);
+    let tower_overloaded = holder.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(holder.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let signal = &normal_signal;
+    let mut rows: Vec<CpuRow> = vec![
+        cpu_row("admit/tower_4_layers", tower_stack(), 1),
+        cpu_row(
+            "admit/brownout_6_layers",
+            six_layer_stack!(&normal.shutdown, &normal_signal, Echo),
+            1,
+        ),
+        cpu_row(
+            "admit/brownout_4_comparable",
+            comparable_stack!(&normal_signal, Echo),
+            1,
+        ),
+        cpu_row("admit/brownout_7_layers", seven, 1),
+        cpu_row(
+            "admit/brownout_7_layers_facade_order",
+            facade_order_stack!(&normal, Echo),
+            1,
+        ),
+        cpu_row("reject/tower_4_layers_overloaded", tower_overloaded, 3),
+        cpu_row(
+            "reject/brownout_6_layers",
+            six_layer_stack!(&emergency.shutdown, &emergency_signal, Echo),
+            3,
+        ),
+        cpu_row(
+            "reject/brownout_4_comparable",
+            comparable_stack!(&emergency_signal, Echo),
+            3,
+        ),
+        cpu_row("reject/brownout_7_layers", seven_reject, 3),
+        cpu_row(
+            "reject/brownout_7_layers_facade_order",
+            facade_order_stack!(&emergency, Echo),
+            3,
+        ),
+        cpu_row(
+            "alone/shutdown_guard",
+            normal.shutdown.layer().layer(Echo),
+            1,
+        ),
+        cpu_row("alone/shed", shed!(signal).layer(Echo), 1),
+        cpu_row("alone/admission", admission!(signal).layer(Echo), 1),
+        cpu_row("alone/timeout", timeout!(signal).layer(Echo), 1),
+        cpu_row("alone/breaker", breaker!(signal).layer(Echo), 1),
+        cpu_row("alone/retry", retry!(signal).layer(Echo), 1),
+    ];
+    let mut times = vec![Vec::new(); rows.len()];
+    // Warm up, and size each row's round to about `n` × 200 ns of CPU (the thread's CPU
+    // clock advances in scheduler ticks, so a round must be long against a tick).
+    let sizes: Vec<u64> = rows
+        .iter_mut()
+        .map(|(_, run)| {
+            run(n / 10);
+            let start = Instant::now();
+            run(n / 10);
+            let per_request = start.elapsed().as_nanos() as f64 / (n / 10) as f64;
+            ((n as f64 * 200.0 / per_request.max(1.0)) as u64).max(n)
+        })
+        .collect();
+    for _ in 0..rounds {
+        for (((_, run), times), size) in rows.iter_mut().zip(times.iter_mut()).zip(&sizes) {
+            times.push(run(*size));
+        }
+    }
+    println!("CPU ns per request, {rounds} interleaved rounds of ~{n} x 200 ns: min / median");
+    for ((name, _), times) in rows.iter().zip(times.iter_mut()) {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{name:<42} {:>8.1} {:>8.1}",
+            times[0],
+            times[times.len() / 2]
+        );
+    }
+    drop(holder);
+}
+
+criterion_group!(
+    benches,
+    cpu_time,
+    admit_and_reject,
+    per_layer,
+    facade_http,
+    threads
+);
 criterion_main!(benches);
