@@ -238,6 +238,20 @@ fn reject(c: &mut Criterion) {
         b.iter(|| once(&mut limited, &mut cx, black_box(1)))
     });
 
+    // brownout: per-key rate limit (governor's keyed limiter, one key), bucket empty.
+    let mut keyed = PriorityAdmissionLayer::builder()
+        .limit(Limit::fixed(1024))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .keyed_rate_limit(|_: &u64| Some(7u32), RateLimit::per_second(0.001).burst(1))
+        .build()
+        .unwrap()
+        .layer(Echo);
+    once(&mut keyed, &mut cx, 0);
+    group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
+        b.iter(|| once(&mut keyed, &mut cx, black_box(1)))
+    });
+
     // tower: RateLimit with an exhausted budget (poll_ready is Pending; no rejection).
     let mut tower_rate = TowerRateLimit::new(
         Echo,
@@ -253,6 +267,7 @@ fn reject(c: &mut Criterion) {
     allocations_per_request("PriorityAdmission queue full (no queue)", &mut full);
     allocations_per_request("PriorityAdmission queue full (locked)", &mut qfull);
     allocations_per_request("PriorityAdmission rate limited", &mut limited);
+    allocations_per_request("PriorityAdmission keyed rate limited", &mut keyed);
     drop((held, held2, h0, h1));
 }
 
@@ -298,6 +313,29 @@ fn contention(c: &mut Criterion) {
     });
     let layer = admission(Limit::gradient(GradientConfig::default()));
     group.bench_function("brownout_PriorityAdmission_gradient", |b| {
+        b.iter_custom(|iters| run(|| layer.layer(Echo), iters))
+    });
+    // Both threads refused by one rate limit whose bucket is empty.
+    let layer = PriorityAdmissionLayer::builder()
+        .limit(Limit::fixed(1024))
+        .rate_limit(RateLimit::per_second(0.001).burst(1))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .build()
+        .unwrap();
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        once(
+            &mut layer.layer(Echo),
+            &mut Context::from_waker(Waker::noop()),
+            0,
+        );
+    }
+    group.bench_function("brownout_PriorityAdmission_rate_limited", |b| {
         b.iter_custom(|iters| run(|| layer.layer(Echo), iters))
     });
     group.finish();

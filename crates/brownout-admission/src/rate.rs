@@ -162,6 +162,10 @@ struct Reading {
     unread: Cell<u32>,
     /// Refusals this thread may still decide without reading the clock.
     credit: Cell<u32>,
+    /// The "not before" instant the credit was granted against (0: none), and the
+    /// `retry_after` from the last reading to it: every refusal of the streak answers it.
+    streak_until: Cell<u64>,
+    streak_retry: Cell<Duration>,
 }
 
 thread_local! {
@@ -174,6 +178,8 @@ thread_local! {
             covered: Cell::new(1),
             unread: Cell::new(0),
             credit: Cell::new(0),
+            streak_until: Cell::new(0),
+            streak_retry: Cell::new(Duration::ZERO),
         }
     };
 }
@@ -207,6 +213,12 @@ impl TokioClock {
             if credit == 0 {
                 return None;
             }
+            r.credit.set(credit - 1);
+            r.unread.set(r.unread.get() + 1);
+            if r.streak_until.get() == until && r.clock.get() == self.id {
+                // The instant the credit was granted against, from this clock's reading.
+                return Some(r.streak_retry.get());
+            }
             let last = if r.clock.get() == self.id {
                 r.last_ns.get()
             } else {
@@ -214,10 +226,9 @@ impl TokioClock {
             };
             if last >= until {
                 r.credit.set(0);
+                r.unread.set(r.unread.get() - 1);
                 return None;
             }
-            r.credit.set(credit - 1);
-            r.unread.set(r.unread.get() + 1);
             Some(Duration::from_nanos(until - last))
         })
     }
@@ -227,9 +238,10 @@ impl TokioClock {
     /// thread's requests arrive at least one per [`FLOOD_INTERVAL_NS`]; then as many as fit
     /// before `until` at that pace less one, at most twice the requests the last gap covered
     /// (the credit grows only with a sustained flood) and at most [`MAX_UNREAD`].
-    #[inline]
-    fn grant(now: u64, until: u64) {
+    fn grant(now: u64, until: u64, retry: RetryAfter) {
         READING.with(|r| {
+            r.streak_until.set(until);
+            r.streak_retry.set(retry);
             let gap = r.gap_ns.get();
             let covered = u64::from(r.covered.get());
             let pace = gap / covered;
@@ -334,18 +346,27 @@ impl GlobalRate {
         }
     }
 
+    /// `Err(retry_after)` when a request at `level` is over the rate.
     #[inline]
     pub(crate) fn check(&self, level: LoadLevel) -> Result<(), RetryAfter> {
         let rate = &self.levels[level];
         if let Some(retry) = self.clock.cached_refusal(&rate.refuse_until) {
             return Err(retry);
         }
+        self.check_governor(rate)
+    }
+
+    /// governor's check (one clock read); a refusal updates the cache and this thread's
+    /// credit. Out of line: the cached refusal above is the path to keep small.
+    #[inline(never)]
+    fn check_governor(&self, rate: &LevelRate) -> Result<(), RetryAfter> {
         rate.limiter.check().map_err(|not_until| {
             let now = self.clock.last_read();
             let until = not_until.earliest_possible();
+            let retry = not_until.wait_time_from(now);
             rate.refuse_until.store(until.0.as_u64(), Ordering::Relaxed);
-            TokioClock::grant(now.0.as_u64(), until.0.as_u64());
-            not_until.wait_time_from(now)
+            TokioClock::grant(now.0.as_u64(), until.0.as_u64(), retry);
+            retry
         })
     }
 }
@@ -409,6 +430,7 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[tokio::test(start_paused = true)]
     async fn scaled_rate_and_retry_after() {
@@ -444,6 +466,19 @@ mod tests {
                 tau: t * (burst - 1),
                 tat: None,
             }
+        }
+
+        /// How long a request at `now` must wait, without taking it (0 if it conforms).
+        fn wait_at(&self, now: u64) -> u64 {
+            self.tat
+                .unwrap_or(now)
+                .saturating_sub(self.tau)
+                .saturating_sub(now)
+        }
+
+        /// Whether a request at `now` would conform, without taking it.
+        fn conforms(&self, now: u64) -> bool {
+            now >= self.tat.unwrap_or(now).saturating_sub(self.tau)
         }
 
         /// `Err(wait)` when a request at `now` does not conform.
@@ -681,6 +716,71 @@ mod tests {
             tokio::time::advance(Duration::from_micros(1)).await;
             assert!(keyed.check(&0, LoadLevel::Normal).is_err());
             assert!(keyed.check(&i, LoadLevel::Normal).is_ok(), "key {i}");
+        }
+    }
+
+    /// Gaps between requests: mostly a flood (< 3 µs), some slower, a few long pauses.
+    fn gaps() -> impl Strategy<Value = Vec<u64>> {
+        proptest::collection::vec(
+            prop_oneof![
+                8 => 0u64..3_000,
+                1 => 3_000u64..200_000,
+                1 => 1_000_000u64..300_000_000,
+            ],
+            1..2_000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the arrivals: every admission conforms to the reference GCRA fed only
+        /// the admissions (never above the rate); a refusal the reference would not make
+        /// ("late") is only ever decided from the cache, at most `MAX_UNREAD` in a row; a
+        /// true refusal's `retry_after` is never earlier than the reference's.
+        #[test]
+        fn random_arrivals_never_over_admit_and_late_refusals_are_bounded(
+            gaps in gaps(),
+            per_second in 1u64..2_000,
+            burst in 1u64..5,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let origin = Instant::now();
+                let rate = GlobalRate::new(
+                    RateLimit::per_second(per_second as f64).burst(burst as u32),
+                    &LevelTable::default_rate(),
+                );
+                let mut reference = Reference::new(per_second, burst);
+                let mut late_in_a_row = 0;
+                for gap in gaps {
+                    tokio::time::advance(Duration::from_nanos(gap)).await;
+                    let now = ns(origin);
+                    let from_cache = credit() > 0;
+                    match rate.check(LoadLevel::Normal) {
+                        Ok(()) => {
+                            prop_assert!(reference.check(now).is_ok(), "over the rate at {}", now);
+                            late_in_a_row = 0;
+                        }
+                        Err(retry) if reference.conforms(now) => {
+                            prop_assert!(from_cache, "governor refused a conforming request");
+                            prop_assert!(retry > Duration::ZERO);
+                            late_in_a_row += 1;
+                            prop_assert!(late_in_a_row <= MAX_UNREAD, "{} late", late_in_a_row);
+                        }
+                        Err(retry) => {
+                            let wait = reference.wait_at(now);
+                            prop_assert!(retry.as_nanos() as u64 >= wait, "retry {:?} < {}", retry, wait);
+                            late_in_a_row = 0;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
         }
     }
 
