@@ -95,19 +95,24 @@ impl Default for QueueTimeout {
 /// whole backlog exceeds the timeout. Promotion serves such a request out of priority order
 /// once it waited `after`, but only while
 ///
-/// - the queue is less than half full at the current level (a full queue means overload:
-///   strict priority), and
+/// - the load level is at most `up_to` (default `Elevated`; above it the server is
+///   overloaded and strict priority applies),
+/// - the queue is less than half full at the current level (a filling queue means
+///   overload too, also when no load signal is set), and
 /// - no more important class has a request that waited its `patience` (index = class,
 ///   Critical first): a promotion never makes Critical wait much longer than `patience[0]`.
 ///
-/// Like starved requests, promoted ones take at most every other permit. Under overload the
-/// more important classes are backlogged (their oldest requests wait past their patience, or
-/// the queue fills), so strict priority holds.
+/// Like starved requests, promoted ones take at most every other permit, oldest first.
+/// Under overload the more important classes are backlogged (their oldest requests wait
+/// past their patience, the queue fills, the level rises), so strict priority holds. Turn
+/// it off with [`no_promotion`](PriorityAdmissionBuilder::no_promotion).
 ///
-/// In the overload simulation (16 workers × 20 ms, deadline 500 ms, seed 42, tuned fixed
-/// limit): at 1× the stack used 96.2 % of the capacity without promotion, 98.4 % with the
-/// default (the priority-blind FIFO bulkhead: 98.9 %); 2×–8× unchanged within half a point,
-/// Critical's p99 at 4× within 1.1× of its unloaded p99.
+/// In the overload simulation (`docs/benchmarks/brownout-sim.md`: 16 workers × 20 ms,
+/// deadline 500 ms, 10 s at 1×, seed 42, the tuned fixed-limit stack) the stack used
+/// 96.2 % of the capacity at 1× in strict order and 98.4 % with promotion (the
+/// priority-blind FIFO bulkhead: 98.9 %); from 2× to 8× goodput stays ≥ 99 %, the priority
+/// score ≥ 99 % of the strict-priority ideal, and Critical's p99 at 4× within 1.1× of its
+/// unloaded p99.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Promotion {
     /// How long a request waits before it may be promoted (default 50 ms).
@@ -116,6 +121,9 @@ pub struct Promotion {
     /// it blocks the promotion of less important requests (default 25 / 60 / 100 / 100 /
     /// 100 ms; Background's entry is unused: no class is below it).
     pub patience: [Duration; Priority::COUNT],
+    /// The highest load level at which requests are promoted (default `Elevated`): above
+    /// it the server is overloaded and strict priority applies.
+    pub up_to: LoadLevel,
 }
 
 impl Promotion {
@@ -153,6 +161,7 @@ impl Default for Promotion {
         Promotion {
             after: ms(50),
             patience: [ms(25), ms(60), ms(100), ms(100), ms(100)],
+            up_to: LoadLevel::Elevated,
         }
     }
 }

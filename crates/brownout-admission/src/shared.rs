@@ -630,8 +630,10 @@ impl Shared {
         promotion: &Promotion,
         now: Instant,
     ) -> bool {
+        let level = self.signal.level();
         age >= promotion.after
-            && 2 * q.len < self.settings.queue_caps[self.signal.level()]
+            && level <= promotion.up_to
+            && 2 * q.len < self.settings.queue_caps[level]
             && q.classes[..c]
                 .iter()
                 .zip(promotion.patience)

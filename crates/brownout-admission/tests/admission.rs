@@ -785,3 +785,21 @@ async fn probe_hears_the_wait_of_the_most_important_request_and_full_queue_refus
     let window = probe.drain();
     assert_eq!(window.max_delay, Duration::from_millis(300));
 }
+
+#[tokio::test(start_paused = true)]
+async fn promotion_stops_above_its_level() {
+    let backend = Backend::default();
+    let layer = promoting_layer(1)
+        .signal(LoadSignal::fixed(LoadLevel::High))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let _running = submit(&mut svc, job(0, Priority::High)).await;
+    let _bg = submit(&mut svc, job(1, Priority::Background)).await;
+    tokio::time::sleep(Duration::from_millis(55)).await;
+    let _high = submit(&mut svc, job(2, Priority::High)).await;
+    // Level High is above the default `up_to` (Elevated): strict priority.
+    assert!(backend.complete(0));
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 2]);
+}
