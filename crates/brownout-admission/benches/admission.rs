@@ -2,6 +2,9 @@
 //! `LoadShed` and `RateLimit`, allocations per request, and a 2-thread contention case.
 //!
 //! `cargo bench -p brownout-admission --bench admission -- --warm-up-time 1 --measurement-time 3`
+//!
+//! On a loaded machine, CPU time per request in interleaved rounds (see `cpu_time`):
+//! `BROWNOUT_BENCH_CPU=7 cargo bench -p brownout-admission --bench admission -- cpu_only`
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -162,25 +165,26 @@ impl Service<u64> for HoldFirst {
     }
 }
 
-fn reject(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let _guard = rt.enter();
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut group = c.benchmark_group("reject");
+/// Futures that hold the permits / queue slots of the reject rows.
+type Holds = Vec<Box<dyn std::any::Any>>;
 
-    // tower: LoadShed over a saturated ConcurrencyLimit(1).
+/// Polls `fut` once and keeps it (holding whatever it took) in `holds`.
+fn hold<F: Future + 'static>(fut: F, cx: &mut Context<'_>, holds: &mut Holds) {
+    let mut fut = Box::pin(fut);
+    let _ = fut.as_mut().poll(cx);
+    holds.push(Box::new(fut));
+}
+
+/// tower: LoadShed over a saturated ConcurrencyLimit(1).
+fn tower_shed_full(cx: &mut Context<'_>, holds: &mut Holds) -> impl Service<u64> + 'static {
     let mut shed = LoadShed::new(ConcurrencyLimit::new(Never, 1));
-    assert!(matches!(shed.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let mut held = Box::pin(shed.call(0));
-    let _ = held.as_mut().poll(&mut cx);
-    group.bench_function("tower_LoadShed_ConcurrencyLimit_full", |b| {
-        b.iter(|| once(&mut shed, &mut cx, black_box(1)))
-    });
+    assert!(matches!(shed.poll_ready(cx), Poll::Ready(Ok(()))));
+    hold(shed.call(0), cx, holds);
+    shed
+}
 
-    // brownout: limit 1 held, no queue → QueueFull.
+/// brownout: limit 1 held, no queue → QueueFull.
+fn queue_full(cx: &mut Context<'_>, holds: &mut Holds) -> impl Service<u64> + 'static {
     let layer = PriorityAdmissionLayer::builder()
         .limit(Limit::fixed(1))
         .queue_capacity(0)
@@ -189,15 +193,14 @@ fn reject(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut full = layer.layer(HoldFirst);
-    assert!(matches!(full.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let mut held2 = Box::pin(full.call(0));
-    let _ = held2.as_mut().poll(&mut cx);
+    assert!(matches!(full.poll_ready(cx), Poll::Ready(Ok(()))));
+    hold(full.call(0), cx, holds);
     assert_eq!(layer.handle().in_flight(), 1);
-    group.bench_function("brownout_PriorityAdmission_queue_full", |b| {
-        b.iter(|| once(&mut full, &mut cx, black_box(1)))
-    });
+    full
+}
 
-    // brownout: a full queue of Critical, a Low newcomer → QueueFull (with the lock).
+/// brownout: a full queue of Critical, a Low newcomer → QueueFull (with the lock). Send 2.
+fn queue_full_locked(cx: &mut Context<'_>, holds: &mut Holds) -> impl Service<u64> + 'static {
     let layer_q = PriorityAdmissionLayer::builder()
         .limit(Limit::fixed(1))
         .queue_capacity(1)
@@ -213,18 +216,16 @@ fn reject(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut qfull = layer_q.layer(HoldFirst);
-    let _ = qfull.poll_ready(&mut cx);
-    let mut h0 = Box::pin(qfull.call(0));
-    let _ = h0.as_mut().poll(&mut cx);
-    let _ = qfull.poll_ready(&mut cx);
-    let mut h1 = Box::pin(qfull.call(1));
-    let _ = h1.as_mut().poll(&mut cx);
+    let _ = qfull.poll_ready(cx);
+    hold(qfull.call(0), cx, holds);
+    let _ = qfull.poll_ready(cx);
+    hold(qfull.call(1), cx, holds);
     assert_eq!(layer_q.handle().queued(), 1);
-    group.bench_function("brownout_PriorityAdmission_queue_full_locked", |b| {
-        b.iter(|| once(&mut qfull, &mut cx, black_box(2)))
-    });
+    qfull
+}
 
-    // brownout: rate limited (governor), bucket empty.
+/// brownout: rate limited (governor), bucket empty.
+fn rate_limited(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
     let mut limited = PriorityAdmissionLayer::builder()
         .limit(Limit::fixed(1024))
         .rate_limit(RateLimit::per_second(0.001).burst(1))
@@ -233,12 +234,12 @@ fn reject(c: &mut Criterion) {
         .build()
         .unwrap()
         .layer(Echo);
-    once(&mut limited, &mut cx, 0);
-    group.bench_function("brownout_PriorityAdmission_rate_limited", |b| {
-        b.iter(|| once(&mut limited, &mut cx, black_box(1)))
-    });
+    assert!(once(&mut limited, cx, 0));
+    limited
+}
 
-    // brownout: per-key rate limit (governor's keyed limiter, one key), bucket empty.
+/// brownout: per-key rate limit (governor's keyed limiter, one key), bucket empty.
+fn keyed_rate_limited(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
     let mut keyed = PriorityAdmissionLayer::builder()
         .limit(Limit::fixed(1024))
         .classifier(Fixed(Priority::High))
@@ -247,17 +248,51 @@ fn reject(c: &mut Criterion) {
         .build()
         .unwrap()
         .layer(Echo);
-    once(&mut keyed, &mut cx, 0);
-    group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
-        b.iter(|| once(&mut keyed, &mut cx, black_box(1)))
-    });
+    assert!(once(&mut keyed, cx, 0));
+    keyed
+}
 
-    // tower: RateLimit with an exhausted budget (poll_ready is Pending; no rejection).
+/// tower: RateLimit with an exhausted budget (poll_ready is Pending; no rejection).
+fn tower_rate_exhausted(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
     let mut tower_rate = TowerRateLimit::new(
         Echo,
         tower::limit::rate::Rate::new(1, Duration::from_secs(3600)),
     );
-    once(&mut tower_rate, &mut cx, 0);
+    once(&mut tower_rate, cx, 0);
+    tower_rate
+}
+
+fn reject(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut holds = Holds::new();
+    let mut shed = tower_shed_full(&mut cx, &mut holds);
+    let mut full = queue_full(&mut cx, &mut holds);
+    let mut qfull = queue_full_locked(&mut cx, &mut holds);
+    let mut limited = rate_limited(&mut cx);
+    let mut keyed = keyed_rate_limited(&mut cx);
+    let mut tower_rate = tower_rate_exhausted(&mut cx);
+
+    let mut group = c.benchmark_group("reject");
+    group.bench_function("tower_LoadShed_ConcurrencyLimit_full", |b| {
+        b.iter(|| once(&mut shed, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_PriorityAdmission_queue_full", |b| {
+        b.iter(|| once(&mut full, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_PriorityAdmission_queue_full_locked", |b| {
+        b.iter(|| once(&mut qfull, &mut cx, black_box(2)))
+    });
+    group.bench_function("brownout_PriorityAdmission_rate_limited", |b| {
+        b.iter(|| once(&mut limited, &mut cx, black_box(1)))
+    });
+    group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
+        b.iter(|| once(&mut keyed, &mut cx, black_box(1)))
+    });
     group.bench_function("tower_RateLimit_exhausted_poll_ready", |b| {
         b.iter(|| once(&mut tower_rate, &mut cx, black_box(1)))
     });
@@ -268,7 +303,130 @@ fn reject(c: &mut Criterion) {
     allocations_per_request("PriorityAdmission queue full (locked)", &mut qfull);
     allocations_per_request("PriorityAdmission rate limited", &mut limited);
     allocations_per_request("PriorityAdmission keyed rate limited", &mut keyed);
-    drop((held, held2, h0, h1));
+    drop(holds);
+}
+
+/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat")
+}
+
+/// One row of the CPU-time table: runs `n` requests, returns CPU ns per request.
+type CpuRow = (&'static str, Box<dyn FnMut(u64) -> f64>);
+
+fn cpu_row<S: Service<u64> + 'static>(name: &'static str, mut svc: S, req: u64) -> CpuRow {
+    let run = move |n: u64| {
+        let mut cx = Context::from_waker(Waker::noop());
+        let cpu = thread_cpu_ns();
+        for _ in 0..n {
+            black_box(once(&mut svc, &mut cx, black_box(req)));
+        }
+        (thread_cpu_ns() - cpu) as f64 / n as f64
+    };
+    (name, Box::new(run))
+}
+
+/// `BROWNOUT_BENCH_CPU=<rounds>` (optionally `BROWNOUT_BENCH_N=<requests per round>`): this
+/// thread's CPU time per request of the admit and reject rows, in interleaved rounds, min
+/// and median printed. CPU time leaves out the time the thread waits for a core, so the rows
+/// of one run stay comparable on a loaded machine (Linux only). The criterion groups still
+/// run after it unless filtered out (e.g. `-- cpu_only`).
+fn cpu_time(_: &mut Criterion) {
+    let Some(rounds) = std::env::var("BROWNOUT_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let n: u64 = std::env::var("BROWNOUT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut holds = Holds::new();
+    let mut rows: Vec<CpuRow> = vec![
+        cpu_row(
+            "admit/tower_ConcurrencyLimit",
+            ConcurrencyLimit::new(Echo, 1024),
+            1,
+        ),
+        cpu_row(
+            "admit/brownout_PriorityAdmission_fixed",
+            admission(Limit::fixed(1024)).layer(Echo),
+            1,
+        ),
+        cpu_row(
+            "admit/brownout_PriorityAdmission_gradient",
+            admission(Limit::gradient(GradientConfig::default())).layer(Echo),
+            1,
+        ),
+        cpu_row(
+            "reject/tower_LoadShed_ConcurrencyLimit_full",
+            tower_shed_full(&mut cx, &mut holds),
+            1,
+        ),
+        cpu_row(
+            "reject/brownout_PriorityAdmission_queue_full",
+            queue_full(&mut cx, &mut holds),
+            1,
+        ),
+        cpu_row(
+            "reject/brownout_PriorityAdmission_queue_full_locked",
+            queue_full_locked(&mut cx, &mut holds),
+            2,
+        ),
+        cpu_row(
+            "reject/brownout_PriorityAdmission_rate_limited",
+            rate_limited(&mut cx),
+            1,
+        ),
+        cpu_row(
+            "reject/brownout_PriorityAdmission_keyed_rate_limited",
+            keyed_rate_limited(&mut cx),
+            1,
+        ),
+        cpu_row(
+            "reject/tower_RateLimit_exhausted_poll_ready",
+            tower_rate_exhausted(&mut cx),
+            1,
+        ),
+    ];
+    let mut times = vec![Vec::new(); rows.len()];
+    // Warm up, and size each row's round to about `n` × 100 ns of CPU (the thread's CPU
+    // clock advances in scheduler ticks, so a round must be long against a tick).
+    let sizes: Vec<u64> = rows
+        .iter_mut()
+        .map(|(_, run)| {
+            run(n / 10);
+            let start = Instant::now();
+            run(n / 10);
+            let per_request = start.elapsed().as_nanos() as f64 / (n / 10) as f64;
+            ((n as f64 * 100.0 / per_request.max(1.0)) as u64).max(n / 10)
+        })
+        .collect();
+    for _ in 0..rounds {
+        for (((_, run), times), size) in rows.iter_mut().zip(times.iter_mut()).zip(&sizes) {
+            times.push(run(*size));
+        }
+    }
+    println!("CPU ns per request, {rounds} interleaved rounds of ~{n} x 100 ns: min / median");
+    for ((name, _), times) in rows.iter().zip(times.iter_mut()) {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{name:<55} {:>8.1} {:>8.1}",
+            times[0],
+            times[times.len() / 2]
+        );
+    }
+    drop(holds);
 }
 
 /// Two threads admitting and completing through one shared limit.
@@ -344,7 +502,7 @@ fn contention(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, admit, reject, contention);
+    criterion_group!(benches, cpu_time, admit, reject, contention);
 }
 use group::benches;
 criterion_main!(benches);
