@@ -63,8 +63,8 @@ impl InFlight {
     /// Counts the request in flight from now (after the inner `call` returned).
     #[inline]
     pub(crate) fn begin(recorder: &Recorder, started: Started) -> InFlight {
+        // The clone is the in-flight count (see `Shard`).
         let shard = recorder.shard_at(started.shard);
-        shard.started.fetch_add(1, Ordering::Relaxed);
         InFlight {
             shard: shard.clone(),
             start: started.start,
@@ -102,8 +102,7 @@ impl Drop for InFlight {
         if !self.completed {
             self.shard.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        // Release: a tick that sees this finish also sees the start (in flight never < 0).
-        self.shard.finished.fetch_add(1, Ordering::Release);
+        self.shard.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -48,15 +48,16 @@ const MAX_DEFAULT_SHARDS: usize = 16;
 /// One stripe of counters. Aligned so that two shards never share a cache line (128 bytes
 /// covers adjacent-line prefetching).
 ///
-/// In flight = `started − finished`: one increment at `call`, one when the response future
-/// completes or is dropped, both on the caller's stripe; `finished` never resets, the tick
-/// keeps the previous total to compute per-interval counts.
+/// In flight = the shard's `Arc` count − 1: each response future holds a clone of its
+/// shard's `Arc` (it needs it to record its outcome anyway) from `call` until it completes or
+/// is dropped, and only the recorder holds the other reference. So the in-flight count costs
+/// no counter of its own. `finished` (one increment when the future completes or is dropped)
+/// never resets; the tick keeps the previous total to compute per-interval counts.
 #[repr(align(128))]
 pub(crate) struct Shard {
     /// `Some` when latency is timed with the CPU counter ([`LatencyClock::Tsc`]).
     pub(crate) tsc: Option<quanta::Clock>,
     pub(crate) histogram: LatencyHistogram,
-    pub(crate) started: AtomicU64,
     pub(crate) finished: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) cancelled: AtomicU64,
@@ -72,21 +73,18 @@ impl Shard {
                 LatencyClock::Tsc => Some(quanta::Clock::new()),
             },
             histogram: LatencyHistogram::new(),
-            started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         }
     }
+}
 
-    /// Requests in flight on this stripe (`finished` read first: both only grow, so the
-    /// difference is never negative).
-    fn in_flight(&self) -> usize {
-        let finished = self.finished.load(Ordering::Acquire);
-        let started = self.started.load(Ordering::Acquire);
-        started.saturating_sub(finished) as usize
-    }
+/// Requests in flight on `shard`: the response futures holding a clone of its `Arc` (the
+/// recorder holds the one other reference).
+fn in_flight(shard: &Arc<Shard>) -> usize {
+    Arc::strong_count(shard).saturating_sub(1)
 }
 
 /// Shared by every clone of every [`MonitorService`](crate::MonitorService) of one monitor.
@@ -160,7 +158,7 @@ impl Recorder {
 
     /// Requests in flight now, over all shards.
     pub(crate) fn in_flight(&self) -> usize {
-        self.shards.iter().map(|s| s.in_flight()).sum()
+        self.shards.iter().map(in_flight).sum()
     }
 
     /// Moves every shard's latency counts into `counts` and resets the failure,
@@ -173,7 +171,7 @@ impl Recorder {
             drained.failures += shard.failures.swap(0, Ordering::Relaxed);
             drained.cancelled += shard.cancelled.swap(0, Ordering::Relaxed);
             drained.rejected += shard.rejected.swap(0, Ordering::Relaxed);
-            drained.in_flight += shard.in_flight();
+            drained.in_flight += in_flight(shard);
             drained.finished_total += shard.finished.load(Ordering::Relaxed);
         }
         drained
