@@ -37,7 +37,7 @@ impl InFlight {
     }
 
     pub(crate) fn complete(mut self) {
-        self.shared.completed.0.fetch_add(1, Ordering::Relaxed);
+        // Counted by the release in `drop` (completed = finished − cancelled − aborted).
         self.settled = true;
     }
 
@@ -67,6 +67,8 @@ impl Drop for InFlight {
 #[cold]
 #[inline(never)]
 fn lost_race(shared: &Shared) {
+    // Before the release in `drop`, so that it is never counted as completed.
+    shared.late_refused.fetch_add(1, Ordering::SeqCst);
     shared.rejected.fetch_add(1, Ordering::Relaxed);
     shared.metrics.rejected(&shared.rejection());
 }

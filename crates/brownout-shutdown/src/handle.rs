@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -118,8 +118,14 @@ struct TriggerInfo {
 /// State shared by the handle, its clones, every guard and the driver task.
 pub(crate) struct Shared {
     // --- request path -------------------------------------------------------------------
-    pub(crate) in_flight: Padded<AtomicUsize>,
-    pub(crate) completed: Padded<AtomicU64>,
+    /// Requests counted in flight so far (incremented by `call`); in flight = `started −
+    /// finished`. Two counters that only grow, so that a request costs two increments
+    /// and completed ones are counted without a third (see [`Shared::counts`]).
+    pub(crate) started: Padded<AtomicU64>,
+    /// Requests whose in-flight slot was released (incremented when the slot is dropped).
+    pub(crate) finished: Padded<AtomicU64>,
+    /// Requests refused after being counted in flight (lost the race with the trigger).
+    pub(crate) late_refused: AtomicU64,
     /// False once new requests are refused (trigger + readiness delay).
     pub(crate) accepting: AtomicBool,
     /// True once the trigger fired (read when `in_flight` drops to zero).
@@ -163,18 +169,41 @@ impl Shared {
     }
 
     /// One fewer request in flight; wakes the drain when it was the last one.
+    ///
+    /// The last one to finish sees `started == finished`: a request counted after its
+    /// `started` read is one that then finds `accepting` false and releases its slot, seeing
+    /// the equality itself (every access here is `SeqCst`).
     #[inline]
     pub(crate) fn release(&self) {
-        if self.in_flight.0.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.triggered.load(Ordering::SeqCst)
+        let finished = self.finished.0.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.triggered.load(Ordering::SeqCst)
+            && self.started.0.load(Ordering::SeqCst) == finished
         {
             self.drained.notify_one();
         }
     }
 
+    /// Requests in flight now. `finished` is read first: both only grow and a request
+    /// starts before it finishes, so the difference is never negative and reads 0 only when
+    /// nothing was in flight at that read.
+    pub(crate) fn in_flight(&self) -> usize {
+        let finished = self.finished.0.load(Ordering::SeqCst);
+        let started = self.started.0.load(Ordering::SeqCst);
+        started.saturating_sub(finished) as usize
+    }
+
+    /// Requests completed so far: finished, neither cancelled nor aborted nor refused late.
+    fn completed(&self) -> u64 {
+        let finished = self.finished.0.load(Ordering::SeqCst);
+        finished
+            .saturating_sub(self.cancelled.load(Ordering::SeqCst))
+            .saturating_sub(self.aborted.load(Ordering::SeqCst))
+            .saturating_sub(self.late_refused.load(Ordering::SeqCst))
+    }
+
     pub(crate) fn counts(&self) -> Counts {
-        let in_flight = self.in_flight.0.load(Ordering::SeqCst) as u64;
-        let completed = self.completed.0.load(Ordering::SeqCst);
+        let in_flight = self.in_flight() as u64;
+        let completed = self.completed();
         let aborted = self.aborted.load(Ordering::SeqCst);
         let cancelled = self.cancelled.load(Ordering::SeqCst);
         Counts {
@@ -202,7 +231,7 @@ impl Shared {
     fn stop_accepting(&self) {
         if self.accepting.swap(false, Ordering::SeqCst) {
             tracing::info!(
-                in_flight = self.in_flight.0.load(Ordering::SeqCst),
+                in_flight = self.in_flight(),
                 "shutdown: refusing new requests, draining in-flight ones"
             );
         }
@@ -233,14 +262,14 @@ impl Shared {
         loop {
             let mut notified = pin!(self.drained.notified());
             notified.as_mut().enable();
-            if self.in_flight.0.load(Ordering::SeqCst) == 0 {
+            if self.in_flight() == 0 {
                 return true;
             }
             match deadline {
                 None => notified.await,
                 Some(deadline) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return self.in_flight.0.load(Ordering::SeqCst) == 0;
+                        return self.in_flight() == 0;
                     }
                 }
             }
@@ -265,7 +294,7 @@ async fn drive(shared: Arc<Shared>) {
         shared.stop_accepting();
     }
     let drain_start = Instant::now();
-    let in_flight_at_drain_start = shared.in_flight.0.load(Ordering::SeqCst) as u64;
+    let in_flight_at_drain_start = shared.in_flight() as u64;
 
     // 2. Drain up to the deadline, then abort what is left.
     let deadline = if config.drain_timeout == Duration::MAX {
@@ -275,7 +304,7 @@ async fn drive(shared: Arc<Shared>) {
     };
     let drained = shared.wait_idle(deadline).await;
     if !drained {
-        let left = shared.in_flight.0.load(Ordering::SeqCst);
+        let left = shared.in_flight();
         tracing::warn!(
             in_flight = left,
             drain_timeout = ?config.drain_timeout,
@@ -413,8 +442,9 @@ impl Shutdown {
         phase_gauge.set(f64::from(Phase::Running as u8));
         Shutdown {
             shared: Arc::new(Shared {
-                in_flight: Padded(AtomicUsize::new(0)),
-                completed: Padded(AtomicU64::new(0)),
+                started: Padded(AtomicU64::new(0)),
+                finished: Padded(AtomicU64::new(0)),
+                late_refused: AtomicU64::new(0),
                 accepting: AtomicBool::new(true),
                 triggered: AtomicBool::new(false),
                 aborting: AtomicBool::new(false),
@@ -482,8 +512,8 @@ impl Shutdown {
             let _ = shared.trigger_at.set(Instant::now());
         }
         let info = TriggerInfo {
-            completed_before: shared.completed.0.load(Ordering::SeqCst),
-            in_flight: shared.in_flight.0.load(Ordering::SeqCst) as u64,
+            completed_before: shared.completed(),
+            in_flight: shared.in_flight() as u64,
         };
         let _ = shared.trigger_info.set(info);
         if shared.config.readiness_delay.is_zero() {
@@ -647,7 +677,7 @@ impl Shutdown {
 
     /// Requests running now.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.0.load(Ordering::SeqCst)
+        self.shared.in_flight()
     }
 
     /// Runs `callback` once at the trigger, on the triggering thread, before the drain

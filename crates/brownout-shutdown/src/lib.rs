@@ -106,9 +106,11 @@
 //!
 //! # Cost on the request path
 //!
-//! While running, `call` reads one atomic flag and increments the in-flight counter; the
-//! response future increments the completed counter and decrements in-flight when it
-//! resolves. No lock and no allocation on that path. A response future that returns
+//! While running, `call` reads one atomic flag, calls the inner service, then increments
+//! the `started` counter and reads the flag again; the response future increments the
+//! `finished` counter when it resolves or is dropped (in flight = started − finished,
+//! completed = finished − cancelled − aborted, so a request costs two counter increments
+//! and one `Arc` clone). No lock and no allocation on that path. A response future that returns
 //! `Pending` registers once (again only if its waker changes) with one of 16 sharded
 //! `tokio::sync::Notify`s so that the drain deadline can wake it.
 //!
@@ -229,7 +231,7 @@ where
         // future per request otherwise).
         shared.metrics.admitted(None, shared.signal.level());
         let future = self.inner.call(req);
-        shared.in_flight.0.fetch_add(1, Ordering::SeqCst);
+        shared.started.0.fetch_add(1, Ordering::SeqCst);
         let refused = !shared.accepting.load(Ordering::SeqCst);
         ResponseFuture::running(future, InFlight::adopt(shared.clone(), refused))
     }
