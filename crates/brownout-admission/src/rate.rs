@@ -272,7 +272,11 @@ impl Clock for TokioClock {
         let now = brownout_core::clock::now();
         let ns = nanos_since(now, self.origin);
         READING.with(|r| {
-            let gap = r.last.get().map_or(0, |last| nanos_since(now, last));
+            let gap = if r.clock.get() == self.id {
+                ns.saturating_sub(r.last_ns.get())
+            } else {
+                r.last.get().map_or(0, |last| nanos_since(now, last))
+            };
             r.gap_ns.set(gap);
             r.covered.set(r.unread.get() + 1);
             r.unread.set(0);
