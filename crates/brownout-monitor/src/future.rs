@@ -22,7 +22,18 @@ use crate::recorder::{Recorder, Shard};
 pub(crate) struct InFlight {
     shard: Arc<Shard>,
     start: Start,
-    completed: bool,
+    end: End,
+}
+
+/// How a request ended, for the counters its drop updates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Not completed (yet): dropped now, it counts as cancelled and finished.
+    Open,
+    /// Completed (success or failure): counts as finished.
+    Completed,
+    /// Completed with a rejection: counted in `rejected` only.
+    Rejected,
 }
 
 /// When a sampled request started, on the monitor's [`LatencyClock`](crate::LatencyClock);
@@ -68,19 +79,21 @@ impl InFlight {
         InFlight {
             shard: shard.clone(),
             start: started.start,
-            completed: false,
+            end: End::Open,
         }
     }
 
     #[inline]
     fn complete(mut self, outcome: Outcome) {
-        self.completed = true;
         let shard = &self.shard;
         if outcome == Outcome::Rejected {
-            // A load-control decision: no latency sample, not a failure (see `Outcome`).
+            // A load-control decision: no latency sample, not a failure (see `Outcome`),
+            // and not `finished`: one counter per rejection.
+            self.end = End::Rejected;
             shard.rejected.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.end = End::Completed;
         if outcome == Outcome::Failure {
             shard.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -99,10 +112,16 @@ impl InFlight {
 impl Drop for InFlight {
     #[inline]
     fn drop(&mut self) {
-        if !self.completed {
-            self.shard.cancelled.fetch_add(1, Ordering::Relaxed);
+        match self.end {
+            End::Rejected => {}
+            End::Completed => {
+                self.shard.finished.fetch_add(1, Ordering::Relaxed);
+            }
+            End::Open => {
+                self.shard.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.shard.finished.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.shard.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 

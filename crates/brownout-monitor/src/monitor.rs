@@ -341,10 +341,7 @@ impl Control {
         let finished = drained.finished_total.wrapping_sub(state.finished_total);
         state.finished_total = drained.finished_total;
         // A request may finish between the counter reads: never below the samples taken.
-        let completed = finished
-            .saturating_sub(drained.cancelled)
-            .saturating_sub(drained.rejected)
-            .max(samples);
+        let completed = finished.saturating_sub(drained.cancelled).max(samples);
         let failures = drained.failures;
         state.cancelled = drained.cancelled;
         state.in_flight = drained.in_flight;
@@ -357,7 +354,7 @@ impl Control {
         // keeping enough timed completions for the latency signal.
         state.sample_every = recorder.rate.every();
         recorder.rate.adapt(sample_basis(
-            finished.max(completed),
+            finished.saturating_add(drained.rejected).max(completed),
             completed,
             self.min_latency_samples,
             recorder.rate.target(),

@@ -51,8 +51,9 @@ const MAX_DEFAULT_SHARDS: usize = 16;
 /// In flight = the shard's `Arc` count − 1: each response future holds a clone of its
 /// shard's `Arc` (it needs it to record its outcome anyway) from `call` until it completes or
 /// is dropped, and only the recorder holds the other reference. So the in-flight count costs
-/// no counter of its own. `finished` (one increment when the future completes or is dropped)
-/// never resets; the tick keeps the previous total to compute per-interval counts.
+/// no counter of its own. `finished` (one increment when the future completes or is dropped,
+/// rejections excepted: they are counted in `rejected` alone) never resets; the tick keeps
+/// the previous total to compute per-interval counts.
 #[repr(align(128))]
 pub(crate) struct Shard {
     /// `Some` when latency is timed with the CPU counter ([`LatencyClock::Tsc`]).
@@ -101,7 +102,8 @@ pub(crate) struct Drained {
     pub(crate) failures: u64,
     pub(crate) cancelled: u64,
     pub(crate) rejected: u64,
-    /// `finished` summed over the stripes (a running total, never reset).
+    /// `finished` summed over the stripes (a running total, never reset): completed and
+    /// cancelled requests, not rejected ones.
     pub(crate) finished_total: u64,
     pub(crate) in_flight: usize,
 }
