@@ -311,7 +311,11 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
         self
     }
 
-    /// Reports queueing delay and depth to `probe` (zero delay for immediate admissions).
+    /// Reports queueing delay and depth to `probe`, for the monitor: zero for immediate
+    /// admissions; for a request served from the queue, the wait of the most important
+    /// request waiting at that moment (its own unless it was promoted); for a refusal for
+    /// lack of room (`QueueFull`), the longest wait allowed. So the signal reads overload,
+    /// not the wait that priority order itself imposes on the lowest classes.
     #[must_use]
     pub fn probe(mut self, probe: QueueProbe) -> Self {
         self.probe = Some(probe);

@@ -877,7 +877,10 @@ impl Shared {
         }
     }
 
-    /// A request of `class` left the queue (admitted, refused or cancelled) after `waited`.
+    /// A request of `class` left the queue (admitted, refused or cancelled) after `waited`;
+    /// the per-class metrics get `waited`, the monitor's probe `reported` (see the crate
+    /// docs: the wait of the most important waiting request for a grant, the longest wait
+    /// allowed for an eviction).
     fn dequeued(&self, class: usize, waited: Duration, reported: Duration) {
         let depth = self.class_queued[class].fetch_sub(1, Ordering::Relaxed);
         self.telemetry
