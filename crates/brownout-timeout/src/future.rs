@@ -117,57 +117,58 @@ fn placeholder() -> Instant {
 
 /// What the future needs to record its outcome.
 pub(crate) struct Ctx {
-    /// The layer's shared state, for latency samples only (`Some` iff `learn`).
-    pub(crate) shared: Option<Arc<Shared>>,
-    /// When the request arrived, if that was read (always for a latency sample).
-    pub(crate) start: Option<Instant>,
     pub(crate) level: LoadLevel,
-    /// Record a success as a latency sample.
-    pub(crate) learn: bool,
+    /// Set for a latency sample only (so the others carry no reference to the layer).
+    pub(crate) sample: Option<Sample>,
+}
+
+/// A request timed as a latency sample.
+pub(crate) struct Sample {
+    /// The layer's shared state (its estimator).
+    pub(crate) shared: Arc<Shared>,
+    /// When the request arrived (read at `call`).
+    pub(crate) start: Instant,
     /// Record an expiry as a (censored) latency sample: only when the adaptive timer fired,
     /// not the caller's deadline.
-    pub(crate) learn_timeout: bool,
+    pub(crate) on_timeout: bool,
+}
+
+impl Sample {
+    /// Records the time since `start` as a latency sample.
+    fn record(&self) {
+        let now = Instant::now();
+        self.shared
+            .estimator
+            .record(now.saturating_duration_since(self.start), now);
+    }
 }
 
 impl Ctx {
-    /// The context of a request that is not a latency sample and whose arrival time was not
-    /// read.
+    /// The context of a request that is not a latency sample.
     #[inline]
     pub(crate) fn unsampled(level: LoadLevel) -> Ctx {
         Ctx {
-            shared: None,
-            start: None,
             level,
-            learn: false,
-            learn_timeout: false,
+            sample: None,
         }
     }
 
     #[inline]
     fn completed(&self, ok: bool) {
-        if ok && self.learn {
-            self.record_sample();
+        if ok && let Some(sample) = &self.sample {
+            sample.record();
         }
         decision_metrics().admitted(None, self.level);
     }
 
-    /// Records the time since `start` as a latency sample (a learning request always has
-    /// a `start` and the shared state).
-    fn record_sample(&self) {
-        if let (Some(start), Some(shared)) = (self.start, &self.shared) {
-            let now = Instant::now();
-            shared
-                .estimator
-                .record(now.saturating_duration_since(start), now);
-        }
-    }
-
     #[cold]
     fn expired(&self) -> Rejected {
-        if self.learn_timeout {
+        if let Some(sample) = &self.sample
+            && sample.on_timeout
+        {
             // The request took at least this long: a lower bound that lets the estimate
             // grow when latency rises above the timeout (otherwise it could never learn).
-            self.record_sample();
+            sample.record();
         }
         let rejected = Rejected::new(RejectReason::Timeout, self.level);
         decision_metrics().rejected(&rejected);
@@ -236,7 +237,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
                 };
                 f.debug_struct("ResponseFuture::Running")
                     .field("timer", &timer)
-                    .field("start", &ctx.start)
+                    .field("sample_start", &ctx.sample.as_ref().map(|s| s.start))
                     .field("level", &ctx.level)
                     .finish_non_exhaustive()
             }

@@ -130,7 +130,7 @@ pub use crate::config::{AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig};
 pub use crate::deadline::{CallerDeadline, HttpDeadline, NoDeadline};
 use crate::estimator::{Estimator, NO_TIMER};
 pub use crate::future::ResponseFuture;
-use crate::future::{Ctx, Timer};
+use crate::future::{Ctx, Sample, Timer};
 pub use crate::layer::AdaptiveTimeoutLayer;
 
 /// State shared by every service of one layer and all their clones.
@@ -324,11 +324,12 @@ where
             None => Timer::Never,
         };
         let ctx = Ctx {
-            shared: learn.then(|| self.shared.clone()),
-            start: Some(start),
             level,
-            learn,
-            learn_timeout: learn && !by_caller,
+            sample: learn.then(|| Sample {
+                shared: self.shared.clone(),
+                start,
+                on_timeout: !by_caller,
+            }),
         };
         ResponseFuture::running(self.inner.call(req), timer, ctx)
     }
