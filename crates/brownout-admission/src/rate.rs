@@ -21,6 +21,17 @@ use tokio::time::Instant;
 /// The rate in force is scaled by the policy's rate table at the current level
 /// (`Policy::rate`, default 100 / 80 / 60 / 40 / 20 %); so is the burst.
 ///
+/// # Refusals during a flood
+///
+/// A global limit ([`rate_limit`](crate::PriorityAdmissionBuilder::rate_limit)) decides most
+/// refusals of a flood without reading the clock: a thread whose requests arrive at least
+/// one per 10 µs compares its last clock reading with the instant the limiter last said
+/// "not before". Only a real check admits, so the limit is never exceeded, and a steady
+/// flood is admitted exactly when tokens free up. If a flood stops abruptly and requests
+/// come back after a token is free, each thread may refuse up to 16 of them from its old
+/// reading (with a `retry_after` too long by the pause) before it reads the clock again.
+/// Per-key limits always read the clock.
+///
 /// ```
 /// use brownout_admission::RateLimit;
 /// let limit = RateLimit::per_second(500.0).burst(50);
