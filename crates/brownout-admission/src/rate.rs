@@ -173,9 +173,10 @@ struct Reading {
     unread: Cell<u32>,
     /// Refusals this thread may still decide without reading the clock.
     credit: Cell<u32>,
-    /// The "not before" instant the credit was granted against (0: none), and the
-    /// `retry_after` from the last reading to it: every refusal of the streak answers it.
+    /// The "not before" instant the credit was granted against (0: none).
     streak_until: Cell<u64>,
+    /// The `retry_after` from the last reading to `streak_until`: every cached refusal
+    /// against that instant answers it.
     streak_retry: Cell<Duration>,
 }
 

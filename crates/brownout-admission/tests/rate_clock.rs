@@ -3,7 +3,7 @@
 //! time while the flood is steady, and keep the per-level and per-key limits exact.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -230,4 +230,62 @@ async fn requests_after_a_pause_past_the_token_are_admitted_once_the_credit_is_s
         Err(100_000_000),
         "retry_after from a fresh reading"
     );
+}
+
+/// Real clock, four threads flooding one limit: whatever the interleaving, the admissions
+/// over the run stay within the GCRA bound `burst + elapsed × rate` (only an upper bound is
+/// asserted; how many are admitted below it depends on scheduling).
+#[test]
+fn four_threads_flooding_on_the_real_clock_never_exceed_the_rate() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::Waker;
+
+    const RATE: f64 = 2_000.0;
+    const BURST: u32 = 5;
+    let layer = PriorityAdmissionLayer::builder()
+        .rate_limit(RateLimit::per_second(RATE).burst(BURST))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .build()
+        .unwrap();
+    let admitted = AtomicU64::new(0);
+    let start = std::time::Instant::now();
+    let run_for = Duration::from_millis(100);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let mut svc = layer.layer(Echo);
+            let admitted = &admitted;
+            scope.spawn(move || {
+                let mut cx = Context::from_waker(Waker::noop());
+                // At least 10 requests per thread, however late the thread starts.
+                let mut sent = 0;
+                while sent < 10 || start.elapsed() < run_for {
+                    sent += 1;
+                    assert!(svc.poll_ready(&mut cx).is_ready());
+                    let fut = std::pin::pin!(svc.call(Req { tenant: 0 }));
+                    match fut.poll(&mut cx) {
+                        Poll::Ready(Ok(())) => {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Poll::Ready(Err(err)) => {
+                            let r = err.downcast_ref::<Rejected>().expect("a Rejected");
+                            assert_eq!(r.reason(), RejectReason::RateLimited);
+                        }
+                        Poll::Pending => panic!("Echo answers at once"),
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let admitted = admitted.into_inner();
+    let bound = f64::from(BURST) + elapsed * RATE + 1.0;
+    assert!(
+        (admitted as f64) <= bound,
+        "{admitted} admitted in {elapsed:.3} s, bound {bound:.0}"
+    );
+    // The bucket starts full: the first BURST of the 40+ requests conform.
+    assert!(admitted >= u64::from(BURST), "the burst at least");
+    let stats = layer.handle().stats();
+    assert_eq!(stats.admitted, admitted);
 }
