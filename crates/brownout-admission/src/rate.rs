@@ -380,7 +380,11 @@ impl GlobalRate {
             let now = self.clock.last_read();
             let until = not_until.earliest_possible();
             let retry = not_until.wait_time_from(now);
-            rate.refuse_until.store(until.0.as_u64(), Ordering::Relaxed);
+            // Stored only when it moved: threads refusing against the same instant then
+            // share the cache line read-only.
+            if rate.refuse_until.load(Ordering::Relaxed) != until.0.as_u64() {
+                rate.refuse_until.store(until.0.as_u64(), Ordering::Relaxed);
+            }
             TokioClock::grant(now.0.as_u64(), until.0.as_u64(), retry);
             retry
         })
