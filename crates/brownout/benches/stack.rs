@@ -22,7 +22,7 @@
 //!
 //! ```sh
 //! cargo bench -p brownout --bench stack -- --warm-up-time 1 --measurement-time 3
-//! # on a loaded machine: CPU time per request, interleaved rounds (see `cpu_time`)
+//! # on a loaded machine: CPU time per request, in rounds (see `cpu_time`)
 //! BROWNOUT_BENCH_CPU=7 cargo bench -p brownout --bench stack -- cpu_only
 //! ```
 #![allow(missing_docs)]
@@ -742,8 +742,8 @@ fn cpu_row<S: Service<u64> + 'static>(name: &'static str, mut svc: S, req: u64) 
 }
 
 /// `BROWNOUT_BENCH_CPU=<rounds>` (optionally `BROWNOUT_BENCH_N=<requests per round>`): the
-/// thread's CPU time per request of the stack rows, measured in interleaved rounds, min and
-/// median printed. CPU time does not count the time the thread waits for a core, so rows
+/// thread's CPU time per request of the stack rows, each warmed up then measured in rounds,
+/// min and median printed. CPU time does not count the time the thread waits for a core, so rows
 /// of one run stay comparable on a loaded machine (Linux only). Criterion groups still run
 /// after it unless filtered out.
 fn cpu_time(_: &mut Criterion) {
@@ -825,25 +825,28 @@ fn cpu_time(_: &mut Criterion) {
         cpu_row("alone/breaker", breaker!(signal).layer(Echo), 1),
         cpu_row("alone/retry", retry!(signal).layer(Echo), 1),
     ];
+    // Each row in turn: warm up for 2.2 s (the retry budget adapts how often it reads the
+    // clock when a 1 s bucket closes after a full bucket of steady traffic; a row that
+    // waited for the others would find a gap and read it on every request again), then
+    // `rounds` rounds of about `n` × 200 ns of CPU each (the thread's CPU clock advances in
+    // scheduler ticks, so a round must be long against a tick).
     let mut times = vec![Vec::new(); rows.len()];
-    // Warm up, and size each row's round to about `n` × 200 ns of CPU (the thread's CPU
-    // clock advances in scheduler ticks, so a round must be long against a tick).
-    let sizes: Vec<u64> = rows
-        .iter_mut()
-        .map(|(_, run)| {
+    for ((_, run), times) in rows.iter_mut().zip(times.iter_mut()) {
+        let start = Instant::now();
+        let mut warm = 0;
+        while start.elapsed() < Duration::from_millis(2_200) {
             run(n / 10);
-            let start = Instant::now();
-            run(n / 10);
-            let per_request = start.elapsed().as_nanos() as f64 / (n / 10) as f64;
-            ((n as f64 * 200.0 / per_request.max(1.0)) as u64).max(n)
-        })
-        .collect();
-    for _ in 0..rounds {
-        for (((_, run), times), size) in rows.iter_mut().zip(times.iter_mut()).zip(&sizes) {
-            times.push(run(*size));
+            warm += n / 10;
+        }
+        let per_request = start.elapsed().as_nanos() as f64 / warm as f64;
+        let size = ((n as f64 * 200.0 / per_request.max(1.0)) as u64).max(n);
+        for _ in 0..rounds {
+            times.push(run(size));
         }
     }
-    println!("CPU ns per request, {rounds} interleaved rounds of ~{n} x 200 ns: min / median");
+    println!(
+        "CPU ns per request, {rounds} rounds of ~{n} x 200 ns after 2.2 s warm-up: min / median"
+    );
     for ((name, _), times) in rows.iter().zip(times.iter_mut()) {
         times.sort_by(f64::total_cmp);
         println!(
