@@ -173,6 +173,8 @@ struct Reading {
     unread: Cell<u32>,
     /// Refusals this thread may still decide without reading the clock.
     credit: Cell<u32>,
+    /// The arrival pace the credit was sized with, in nanoseconds per request.
+    pace_ns: Cell<u64>,
     /// The "not before" instant the credit was granted against (0: none).
     streak_until: Cell<u64>,
     /// The `retry_after` from the last reading to `streak_until`: every cached refusal
@@ -190,6 +192,7 @@ thread_local! {
             covered: Cell::new(1),
             unread: Cell::new(0),
             credit: Cell::new(0),
+            pace_ns: Cell::new(0),
             streak_until: Cell::new(0),
             streak_retry: Cell::new(Duration::ZERO),
         }
@@ -225,24 +228,38 @@ impl TokioClock {
             if credit == 0 {
                 return None;
             }
-            r.credit.set(credit - 1);
-            r.unread.set(r.unread.get() + 1);
             if r.streak_until.get() == until && r.clock.get() == self.id {
                 // The instant the credit was granted against, from this clock's reading.
+                r.credit.set(credit - 1);
+                r.unread.set(r.unread.get() + 1);
                 return Some(r.streak_retry.get());
             }
-            let last = if r.clock.get() == self.id {
-                r.last_ns.get()
-            } else {
-                nanos_since(r.last.get()?, self.origin)
-            };
-            if last >= until {
-                r.credit.set(0);
-                r.unread.set(r.unread.get() - 1);
-                return None;
-            }
-            Some(Duration::from_nanos(until - last))
+            self.cached_refusal_against(r, until)
         })
+    }
+
+    /// [`cached_refusal`](Self::cached_refusal) against another instant than the credit's
+    /// (another thread moved it, another level or another limiter): the credit was sized
+    /// for its own instant, so this one is refused only if, at the credit's pace, this
+    /// request still arrives before it; `retry_after` is measured from the last reading.
+    #[cold]
+    #[inline(never)]
+    fn cached_refusal_against(&self, r: &Reading, until: u64) -> Option<RetryAfter> {
+        let last = if r.clock.get() == self.id {
+            r.last_ns.get()
+        } else {
+            nanos_since(r.last.get()?, self.origin)
+        };
+        let arrives = u64::from(r.unread.get() + 1)
+            .saturating_mul(r.pace_ns.get())
+            .saturating_add(last);
+        if arrives >= until {
+            r.credit.set(0);
+            return None;
+        }
+        r.credit.set(r.credit.get() - 1);
+        r.unread.set(r.unread.get() + 1);
+        Some(Duration::from_nanos(until - last))
     }
 
     /// After governor refused at `now` (this thread's last reading) until `until`: how many
@@ -257,6 +274,7 @@ impl TokioClock {
             let gap = r.gap_ns.get();
             let covered = u64::from(r.covered.get());
             let pace = gap / covered;
+            r.pace_ns.set(pace.max(1));
             let credit = if gap == 0 || pace > FLOOD_INTERVAL_NS {
                 0
             } else {
@@ -639,6 +657,46 @@ mod tests {
             assert_eq!(got, reference.check(now).is_ok(), "request {i} at {now}");
             tokio::time::advance(step).await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_limiters_flooded_in_turn_on_one_thread_stay_exact() {
+        let origin = Instant::now();
+        let table = LevelTable::default_rate();
+        let a = GlobalRate::new(RateLimit::per_second(100.0).burst(2), &table);
+        tokio::time::advance(Duration::from_micros(3)).await;
+        let b_origin = Instant::now();
+        let b = GlobalRate::new(RateLimit::per_second(30.0).burst(1), &table);
+        let (mut ref_a, mut ref_b) = (Reference::new(100, 2), Reference::new(30, 1));
+        let mut other_clock = 0;
+        for i in 0..40_000u32 {
+            // Runs of 7 requests to one limiter, then to the other: the credit one earned is
+            // spent against the other's instant, measured across clocks.
+            let (rate, reference, since) = if (i / 7) % 2 == 0 {
+                (&a, &mut ref_a, origin)
+            } else {
+                (&b, &mut ref_b, b_origin)
+            };
+            other_clock += u32::from(credit() > 0 && (i % 7) == 0);
+            let now = ns(since);
+            let got = rate.check(LoadLevel::Normal);
+            match (got, reference.check(now)) {
+                (Ok(()), Ok(())) => {}
+                (Err(retry), Err(wait)) => {
+                    let retry = retry.as_nanos() as u64;
+                    assert!(
+                        retry >= wait && retry <= wait + 16 * 2_000,
+                        "{retry} vs {wait}"
+                    );
+                }
+                (got, want) => panic!("request {i} at {now}: {got:?} vs {want:?}"),
+            }
+            tokio::time::advance(Duration::from_micros(2)).await;
+        }
+        assert!(
+            other_clock > 100,
+            "credit spent across clocks {other_clock} times"
+        );
     }
 
     #[tokio::test(start_paused = true)]
