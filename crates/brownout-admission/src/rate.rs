@@ -798,29 +798,35 @@ mod tests {
     }
 
     /// Gaps between requests: mostly a flood (< 3 µs), some slower, a few long pauses.
-    fn gaps() -> impl Strategy<Value = Vec<u64>> {
-        proptest::collection::vec(
-            prop_oneof![
-                8 => 0u64..3_000,
-                1 => 3_000u64..200_000,
-                1 => 1_000_000u64..300_000_000,
-            ],
-            1..2_000,
-        )
+    /// Arrivals: the gap before each request (mostly a flood under 3 µs, some slower, a few
+    /// long pauses) and its level (mostly Normal, sometimes Elevated or Emergency).
+    fn arrivals() -> impl Strategy<Value = Vec<(u64, LoadLevel)>> {
+        let gap = prop_oneof![
+            8 => 0u64..3_000,
+            1 => 3_000u64..200_000,
+            1 => 1_000_000u64..300_000_000,
+        ];
+        let level = prop_oneof![
+            6 => Just(LoadLevel::Normal),
+            1 => Just(LoadLevel::Elevated),
+            1 => Just(LoadLevel::Emergency),
+        ];
+        proptest::collection::vec((gap, level), 1..2_000)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
-        /// Whatever the arrivals: every admission conforms to the reference GCRA fed only
-        /// the admissions (never above the rate); a refusal the reference would not make
-        /// ("late") is only ever decided from the cache, at most `MAX_UNREAD` in a row; a
-        /// true refusal's `retry_after` is never earlier than the reference's.
+        /// Whatever the arrivals and level changes: every admission conforms to that level's
+        /// reference GCRA fed only its admissions (never above the rate); a refusal the
+        /// reference would not make ("late") is only ever decided from the cache, at most
+        /// `MAX_UNREAD` in a row; a true refusal's `retry_after` is never earlier than the
+        /// reference's.
         #[test]
         fn random_arrivals_never_over_admit_and_late_refusals_are_bounded(
-            gaps in gaps(),
+            arrivals in arrivals(),
             per_second in 1u64..2_000,
-            burst in 1u64..5,
+            burst in 1u32..5,
         ) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -829,17 +835,26 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let origin = Instant::now();
-                let rate = GlobalRate::new(
-                    RateLimit::per_second(per_second as f64).burst(burst as u32),
-                    &LevelTable::default_rate(),
-                );
-                let mut reference = Reference::new(per_second, burst);
+                let table = LevelTable::default_rate();
+                let limit = RateLimit::per_second(per_second as f64).burst(burst);
+                let rate = GlobalRate::new(limit, &table);
+                // Each level's reference from the quota governor got.
+                let mut references = LevelTable::from_fn(|level| {
+                    let quota = limit.quota(table[level]);
+                    let t = quota.replenish_interval().as_nanos() as u64;
+                    Reference {
+                        t,
+                        tau: t * (u64::from(quota.burst_size().get()) - 1),
+                        tat: None,
+                    }
+                });
                 let mut late_in_a_row = 0;
-                for gap in gaps {
+                for (gap, level) in arrivals {
                     tokio::time::advance(Duration::from_nanos(gap)).await;
                     let now = ns(origin);
                     let from_cache = credit() > 0;
-                    match rate.check(LoadLevel::Normal) {
+                    let reference = &mut references[level];
+                    match rate.check(level) {
                         Ok(()) => {
                             prop_assert!(reference.check(now).is_ok(), "over the rate at {}", now);
                             late_in_a_row = 0;
