@@ -1093,3 +1093,85 @@ async fn stress_no_request_admitted_behind_the_drains_back() {
     assert_eq!(ok, report.completed);
     assert_eq!(shutdown.counts().rejected, 32);
 }
+
+/// Answers at once (ready future), for the threaded race below.
+#[derive(Clone, Copy)]
+struct Instant0;
+
+impl Service<u32> for Instant0 {
+    type Response = u32;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<u32, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        std::future::ready(Ok(n))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rel_20_trigger_racing_many_threads_drains_and_every_request_is_counted_once() {
+    // 8 tasks on 4 threads send requests while another triggers the shutdown: the drain
+    // must end (the last request to finish wakes it) and each request is counted exactly
+    // once, as completed or rejected (in flight = started − finished, completed derived).
+    for round in 0..20u32 {
+        let shutdown = Shutdown::builder().drain_timeout(secs(30)).build().unwrap();
+        let svc = ShutdownGuard::new(Instant0, &shutdown);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let svc = svc.clone();
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    for i in 0..2_000u32 {
+                        let _ = svc.clone().oneshot(i).await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let trigger = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                for _ in 0..(round % 7) * 8 {
+                    tokio::task::yield_now().await;
+                }
+                shutdown.trigger();
+            })
+        };
+        for task in tasks {
+            task.await.unwrap();
+        }
+        trigger.await.unwrap();
+        let report = tokio::time::timeout(secs(10), shutdown.wait())
+            .await
+            .expect("the drain ends once every request finished");
+        let sent = sent.load(Ordering::SeqCst) as u64;
+        assert!(report.drained, "round {round}: {report:?}");
+        assert_eq!(report.unfinished, 0, "round {round}: {report:?}");
+        // The report is frozen when the drain ends; requests refused after it are in the
+        // live counts.
+        let counts = shutdown.counts();
+        assert_eq!(counts.in_flight, 0, "round {round}: {counts:?}");
+        assert_eq!(
+            counts.aborted + counts.cancelled,
+            0,
+            "round {round}: {counts:?}"
+        );
+        assert_eq!(
+            counts.completed + counts.rejected,
+            sent,
+            "round {round}: {counts:?}"
+        );
+        assert_eq!(
+            counts.admitted, counts.completed,
+            "round {round}: {counts:?}"
+        );
+    }
+}
