@@ -170,8 +170,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let timed = self.sampler.sample(&self.recorder.rate);
         // The start time is read before the inner call, the in-flight guard made after it:
-        // no guard lives across the call, so a panic there leaves nothing counted and the
-        // compiler builds the inner future in place (no unwind path to keep it apart).
+        // no guard lives across the call, so a panic there leaves nothing counted.
         let started = Started::now(&self.recorder, timed);
         let inner = self.inner.call(req);
         let in_flight = InFlight::begin(&self.recorder, started);

@@ -225,10 +225,13 @@ where
         // Call the inner service, then count and check again, so that the drain (which stops
         // accepting, then reads the counter) never misses a request: one that lost that race
         // is refused when polled (its inner future dropped unpolled) and gives its count back
-        // then. Counting after the inner `call` leaves nothing to undo if it panics; with no
-        // guard alive across the call and no branch after it, the compiler builds the inner
-        // future in place instead of copying it into ours (a memcpy of the whole stack's
-        // future per request otherwise).
+        // then. Counting after the inner `call` leaves nothing to undo if it panics, and no
+        // guard is alive across the call. (The counting between the call and building our
+        // future still makes the compiler copy the inner future once; counting before the
+        // call would need a guard alive across it, which copies too. See
+        // docs/benchmarks/brownout.md, "Composition".) The decision counter counts the
+        // request admitted here; one that loses the race is also counted rejected when its
+        // slot is dropped (the report counts it rejected only).
         shared.metrics.admitted(None, shared.signal.level());
         let future = self.inner.call(req);
         shared.started.0.fetch_add(1, Ordering::SeqCst);
