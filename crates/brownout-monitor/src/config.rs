@@ -67,7 +67,7 @@ pub const DEFAULT_LATENCY_SAMPLE_TARGET: u64 = 256;
 /// | CPU / memory (feature `system`) | off; `system_pressure()`: 50 / 65 / 80 / 90 % |
 /// | transitions kept | 32 |
 /// | latency clock | `LatencyClock::Tokio` (pausable) |
-/// | latency sampling | every request while quiet; one in `requests / 256` per interval, at most 1 in 64 |
+/// | latency sampling | every request while quiet; one in `requests seen / 256` per interval (rejections included), at most 1 in 64 |
 /// | record shards | available parallelism, ≤ 16 |
 ///
 /// ```
@@ -285,10 +285,12 @@ impl MonitorBuilder {
 
     /// Times at most one request in `every` (default 64; 1 times every request). At least 1.
     ///
-    /// The rate adapts at each tick: `completed requests / latency_sample_target`, clamped
-    /// to `[1, every]`, so a quiet service times every request and a busy one reads the
-    /// clock on 1/`every` of them. Outcomes, in-flight and error rate always count every
-    /// request; only latency is sampled.
+    /// The rate adapts at each tick: `requests seen / latency_sample_target` (every request
+    /// that finished, rejected and cancelled ones included), clamped to `[1, every]` and
+    /// capped so that at least `min(latency_sample_target, 4 × min_latency_samples)`
+    /// completions stay timed. A quiet service times every request, a busy one (or a flood
+    /// of rejections) reads the clock on 1/`every` of them. Outcomes, in-flight and error
+    /// rate always count every request; only latency is sampled.
     pub fn max_sample_every(mut self, every: u32) -> Self {
         self.max_sample_every = every;
         self
