@@ -10,7 +10,6 @@ use std::alloc::System;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -24,6 +23,10 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::limit::{ConcurrencyLimit, RateLimit as TowerRateLimit};
 use tower::load_shed::LoadShed;
 use tower::{Layer, Service};
+
+#[path = "../../../benches/support/cpu.rs"]
+mod cpu;
+use cpu::{CpuRow, cpu_row, once};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -48,15 +51,6 @@ impl Service<u64> for Echo {
 
 /// One request through `svc`: poll_ready, call, poll the future once; true if it succeeded.
 #[inline]
-fn once<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> bool {
-    match svc.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => return false,
-    }
-    let fut = pin!(svc.call(req));
-    matches!(fut.poll(cx), Poll::Ready(Ok(_)))
-}
-
 fn admission(limit: Limit) -> PriorityAdmissionLayer<Fixed, NoDeadline> {
     PriorityAdmissionLayer::builder()
         .limit(limit)
@@ -304,29 +298,6 @@ fn reject(c: &mut Criterion) {
     allocations_per_request("PriorityAdmission rate limited", &mut limited);
     allocations_per_request("PriorityAdmission keyed rate limited", &mut keyed);
     drop(holds);
-}
-
-/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat")
-}
-
-/// One row of the CPU-time table: runs `n` requests, returns CPU ns per request.
-type CpuRow = (&'static str, Box<dyn FnMut(u64) -> f64>);
-
-fn cpu_row<S: Service<u64> + 'static>(name: &'static str, mut svc: S, req: u64) -> CpuRow {
-    let run = move |n: u64| {
-        let mut cx = Context::from_waker(Waker::noop());
-        let cpu = thread_cpu_ns();
-        for _ in 0..n {
-            black_box(once(&mut svc, &mut cx, black_box(req)));
-        }
-        (thread_cpu_ns() - cpu) as f64 / n as f64
-    };
-    (name, Box::new(run))
 }
 
 /// `BROWNOUT_BENCH_CPU=<rounds>` (optionally `BROWNOUT_BENCH_N=<requests per round>`): this

@@ -22,6 +22,10 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::limit::ConcurrencyLimit;
 use tower::{Layer, Service, service_fn};
 
+#[path = "../../../benches/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -300,14 +304,6 @@ fn paused_clock(c: &mut Criterion) {
     }
     group.bench_function("std_instant_now", |b| b.iter(Instant::now));
     group.finish();
-}
-
-/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat")
 }
 
 /// `BROWNOUT_BENCH_ONE=<service> BROWNOUT_BENCH_N=<n>`: runs 100 000 requests, one monitor

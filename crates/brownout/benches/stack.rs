@@ -28,9 +28,8 @@
 #![allow(missing_docs)]
 use std::alloc::System;
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -49,6 +48,10 @@ use criterion::{
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::retry::Policy;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+#[path = "../../../benches/support/cpu.rs"]
+mod cpu;
+use cpu::{CpuRow, cpu_row, once};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -116,17 +119,6 @@ fn class(req: &u64) -> Priority {
     } else {
         Priority::High
     }
-}
-
-/// One request: poll_ready, call, poll the future once (every inner service is ready).
-#[inline]
-fn once<S: Service<R>, R>(svc: &mut S, cx: &mut Context<'_>, req: R) -> bool {
-    if !matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))) {
-        // tower's LoadShed is ready even when its inner is not; others never get here.
-        return false;
-    }
-    let fut = pin!(svc.call(req));
-    matches!(fut.poll(cx), Poll::Ready(Ok(_)))
 }
 
 /// Everything the brownout stack's layers share (keeps the monitor's task alive).
@@ -716,29 +708,6 @@ fn threads(c: &mut Criterion) {
         scaling(&mut group, "brownout_builder_http", n, facade, request);
         group.finish();
     }
-}
-
-/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat")
-}
-
-/// One row of the CPU-time table: runs `n` requests, returns CPU ns per request.
-type CpuRow = (&'static str, Box<dyn FnMut(u64) -> f64>);
-
-fn cpu_row<S: Service<u64> + 'static>(name: &'static str, mut svc: S, req: u64) -> CpuRow {
-    let run = move |n: u64| {
-        let mut cx = Context::from_waker(Waker::noop());
-        let cpu = thread_cpu_ns();
-        for _ in 0..n {
-            black_box(once(&mut svc, &mut cx, black_box(req)));
-        }
-        (thread_cpu_ns() - cpu) as f64 / n as f64
-    };
-    (name, Box::new(run))
 }
 
 /// `BROWNOUT_BENCH_CPU=<rounds>` (optionally `BROWNOUT_BENCH_N=<requests per round>`): the
