@@ -90,6 +90,10 @@ pin_project! {
     pub struct ResponseFuture<F, S, Req> {
         #[pin]
         state: State<F, S, Req>,
+        // The running request's permit, kept beside the state rather than in its `Running`
+        // variant: the inner future then moves into the variant on its own, which LLVM
+        // can build in place. Dropped after the state (the inner future goes first).
+        permit: Option<Permit>,
     }
 }
 
@@ -108,7 +112,6 @@ pin_project! {
         Running {
             #[pin]
             fut: F,
-            permit: Permit,
         },
         Done,
     }
@@ -120,12 +123,15 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
             state: State::Rejected {
                 error: Some(rejected),
             },
+            permit: None,
         }
     }
 
-    pub(crate) fn running(fut: F, permit: Permit) -> Self {
+    #[inline(always)]
+    pub(crate) fn running(fut: F, permit: Option<Permit>) -> Self {
         ResponseFuture {
-            state: State::Running { fut, permit },
+            state: State::Running { fut },
+            permit,
         }
     }
 
@@ -139,6 +145,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
                 svc: Some(svc),
                 req: Some(req),
             },
+            permit: None,
         }
     }
 }
@@ -180,14 +187,17 @@ where
                 StateProj::Done => {
                     return Poll::Ready(Err("admission future polled after completion".into()));
                 }
-                StateProj::Running { fut, permit } => {
+                StateProj::Running { fut } => {
                     let output = ready!(fut.poll(cx));
-                    permit.complete(match output {
-                        Ok(_) => Outcome::Success,
-                        Err(_) => Outcome::Error,
-                    });
-                    // Dropping the permit gives it back and wakes the next waiter.
+                    if let Some(permit) = this.permit {
+                        permit.complete(match output {
+                            Ok(_) => Outcome::Success,
+                            Err(_) => Outcome::Error,
+                        });
+                    }
                     this.state.set(State::Done);
+                    // Dropping the permit gives it back and wakes the next waiter.
+                    *this.permit = None;
                     return Poll::Ready(output.map_err(Into::into));
                 }
                 StateProj::Waiting {
@@ -199,15 +209,18 @@ where
                 } => {
                     match waiter.poll_grant(cx.waker()) {
                         WaitPoll::Granted => {
-                            let permit = waiter.take_permit();
+                            // Held by the future from here: a panic in the inner `call`
+                            // unwinds through the future's owner, which drops it.
+                            *this.permit = Some(waiter.take_permit());
                             let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                                 this.state.set(State::Done);
+                                *this.permit = None;
                                 return Poll::Ready(Err(
                                     "admission future polled after completion".into(),
                                 ));
                             };
                             let fut = svc.call(req);
-                            this.state.set(State::Running { fut, permit });
+                            this.state.set(State::Running { fut });
                         }
                         WaitPoll::Rejected(reason) => {
                             let rejected = waiter.take_rejection(reason);

@@ -87,6 +87,7 @@ impl<S, C: Clone, D: Clone, K: Clone> Layer<S> for PriorityAdmissionLayer<C, D, 
             classifier: self.classifier.clone(),
             deadline: self.deadline.clone(),
             keyed: self.keyed.clone(),
+            pending: None,
         }
     }
 }

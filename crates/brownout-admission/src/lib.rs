@@ -167,6 +167,11 @@ pub struct PriorityAdmission<S, C = FromExtensions, D = DeadlineFromExtensions, 
     classifier: C,
     deadline: D,
     keyed: K,
+    /// The permit of the request whose inner `call` is running, parked here during that
+    /// call (see `admitted`); `None` otherwise. A panic in the inner `call` leaves it
+    /// here, and it is given back when this service is dropped (as the unwinding that
+    /// owns it does) or at its next admission.
+    pending: Option<Permit>,
 }
 
 brownout_core::impl_inner_access!(PriorityAdmission<S, C, D, K>);
@@ -186,6 +191,7 @@ impl<S: Clone, C: Clone, D: Clone, K: Clone> Clone for PriorityAdmission<S, C, D
             classifier: self.classifier.clone(),
             deadline: self.deadline.clone(),
             keyed: self.keyed.clone(),
+            pending: None,
         }
     }
 }
@@ -217,6 +223,10 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.pending.is_some() {
+            // The previous inner `call` panicked and the panic was caught: its permit first.
+            self.release_pending();
+        }
         let shared = &self.shared;
         let class = self.classifier.classify(&req);
         let level = shared.signal.level();
@@ -257,6 +267,13 @@ where
 }
 
 impl<S, C, D, K> PriorityAdmission<S, C, D, K> {
+    /// Gives back the permit parked by an inner `call` that panicked.
+    #[cold]
+    #[inline(never)]
+    fn release_pending(&mut self) {
+        self.pending = None;
+    }
+
     #[inline]
     fn admitted<Req>(
         &mut self,
@@ -274,7 +291,14 @@ impl<S, C, D, K> PriorityAdmission<S, C, D, K> {
             .admitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.record_immediate(class);
-        let permit = Permit::new(Arc::clone(shared), class);
-        ResponseFuture::running(self.inner.call(req), permit)
+        // The permit (and its `Arc` clone) is made before the inner `call` and parked in
+        // `self` while it runs, so that no local with a destructor is alive across the call
+        // and nothing atomic runs between the call and building our future: LLVM then
+        // builds the inner future in place, in our own, instead of copying it (a 250-byte
+        // `memcpy` per request in a four-layer stack). A panic in the inner `call` leaves
+        // the permit parked: it is given back when the unwinding drops this service, or at
+        // this service's next admission (the assignment drops it).
+        self.pending = Some(Permit::new(Arc::clone(shared), class));
+        ResponseFuture::running(self.inner.call(req), self.pending.take())
     }
 }

@@ -509,6 +509,38 @@ async fn rel_04_inner_panic_returns_permit() {
     assert_eq!(handle.in_flight(), 0);
 }
 
+/// RELIABILITY #4, a panic in the inner `call` itself (not in its future): the permit taken
+/// for it is given back when the unwinding drops the service (as a connection task or a
+/// `oneshot` does), or, when the panic is caught and the service kept, at its next call.
+#[tokio::test(start_paused = true)]
+async fn rel_04_panic_in_inner_call_returns_permit() {
+    let layer = builder().limit(Limit::fixed(1)).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(|job: Job| {
+        if job.id == 0 {
+            panic!("handler panicked in call");
+        }
+        std::future::ready(Ok::<_, brownout_admission::BoxError>(job.id))
+    }));
+    let owned = svc.clone();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut owned = owned;
+        drop(owned.call(job(0, Priority::Medium)));
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(handle.in_flight(), 0, "dropped with the service");
+
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(job(0, Priority::Medium)));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(handle.in_flight(), 1, "kept by the service that panicked");
+    let answer = svc.ready().await.unwrap().call(job(1, Priority::Medium));
+    assert_eq!(handle.in_flight(), 1, "the parked permit went back first");
+    assert_eq!(answer.await.unwrap(), 1);
+    assert_eq!(handle.in_flight(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn rel_20_close_rejects_queued_at_once_and_refuses_new() {
     let backend = Backend::default();
