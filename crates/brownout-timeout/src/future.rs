@@ -47,21 +47,29 @@ pin_project! {
     }
 }
 
+/// How a request's timer starts: plain data, built before the inner `call` (see
+/// `AdaptiveTimeout::call`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start {
+    // Not yet created: the inner future has not been pending yet.
+    Unarmed { deadline: Instant },
+    // Not yet created, and the arrival time was not read (no caller deadline, not a
+    // latency sample): the deadline is `nanos` nanoseconds after the first pending poll.
+    Deferred { nanos: u64 },
+    // Neither a timeout nor a caller deadline.
+    Never,
+}
+
 pin_project! {
     /// The timer of one request, created only when its response is not ready at once.
     #[project = TimerProj]
     pub(crate) enum Timer {
-        // Not yet created: the inner future has not been pending yet.
-        Unarmed { deadline: Instant },
-        // Not yet created, and the arrival time was not read (no caller deadline, not a
-        // latency sample): the deadline is `nanos` nanoseconds after the first pending poll.
-        Deferred { nanos: u64 },
+        // No `Sleep` yet.
+        Idle { start: Start },
         Armed {
             #[pin]
             sleep: Sleep,
         },
-        // Neither a timeout nor a caller deadline.
-        Never,
     }
 }
 
@@ -70,18 +78,20 @@ impl Timer {
     /// requests whose response is not ready at once get here.
     #[inline]
     fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = match self.as_mut().project() {
+        let start = match self.as_mut().project() {
             TimerProj::Armed { sleep } => return sleep.poll(cx),
-            TimerProj::Never => return Poll::Pending,
-            TimerProj::Unarmed { deadline } => {
-                let deadline = *deadline;
+            TimerProj::Idle { start } => *start,
+        };
+        let deadline = match start {
+            Start::Never => return Poll::Pending,
+            Start::Unarmed { deadline } => {
                 self.set(Timer::Armed {
                     sleep: sleep_until(deadline),
                 });
                 None
             }
-            TimerProj::Deferred { nanos } => {
-                let timeout = Duration::from_nanos(*nanos);
+            Start::Deferred { nanos } => {
+                let timeout = Duration::from_nanos(nanos);
                 // The `Sleep` is built before the clock is read, and moved into place after:
                 // the move then reads memory written ~25 ns earlier rather than at once
                 // (an immediate copy of a just-returned `Sleep` stalls on store forwarding,
@@ -89,7 +99,9 @@ impl Timer {
                 let sleep = sleep_until(placeholder());
                 let Some(deadline) = Instant::now().checked_add(timeout) else {
                     // Too far away to represent: no timer at all.
-                    self.set(Timer::Never);
+                    self.set(Timer::Idle {
+                        start: Start::Never,
+                    });
                     return Poll::Pending;
                 };
                 self.set(Timer::Armed { sleep });
@@ -103,7 +115,7 @@ impl Timer {
                 }
                 sleep.poll(cx)
             }
-            _ => Poll::Pending,
+            TimerProj::Idle { .. } => Poll::Pending,
         }
     }
 }
@@ -118,14 +130,16 @@ fn placeholder() -> Instant {
 /// What the future needs to record its outcome.
 pub(crate) struct Ctx {
     pub(crate) level: LoadLevel,
-    /// Set for a latency sample only (so the others carry no reference to the layer).
+    /// Set for a latency sample only.
     pub(crate) sample: Option<Sample>,
+    /// The layer's shared state (its estimator): set for a latency sample only, so the
+    /// others carry no reference to the layer.
+    pub(crate) shared: Option<Arc<Shared>>,
 }
 
 /// A request timed as a latency sample.
+#[derive(Clone, Copy)]
 pub(crate) struct Sample {
-    /// The layer's shared state (its estimator).
-    pub(crate) shared: Arc<Shared>,
     /// When the request arrived (read at `call`).
     pub(crate) start: Instant,
     /// Record an expiry as a (censored) latency sample: only when the adaptive timer fired,
@@ -133,43 +147,34 @@ pub(crate) struct Sample {
     pub(crate) on_timeout: bool,
 }
 
-impl Sample {
-    /// Records the time since `start` as a latency sample.
-    fn record(&self) {
-        let now = Instant::now();
-        self.shared
-            .estimator
-            .record(now.saturating_duration_since(self.start), now);
-    }
-}
-
 impl Ctx {
-    /// The context of a request that is not a latency sample.
+    /// Records the time since the sample's start, if this request is a latency sample.
     #[inline]
-    pub(crate) fn unsampled(level: LoadLevel) -> Ctx {
-        Ctx {
-            level,
-            sample: None,
+    fn record(&self, only_on_timeout: bool) {
+        if let (Some(sample), Some(shared)) = (&self.sample, &self.shared)
+            && (sample.on_timeout || !only_on_timeout)
+        {
+            let now = Instant::now();
+            shared
+                .estimator
+                .record(now.saturating_duration_since(sample.start), now);
         }
     }
 
     #[inline]
     fn completed(&self, ok: bool) {
-        if ok && let Some(sample) = &self.sample {
-            sample.record();
+        if ok {
+            self.record(false);
         }
         decision_metrics().admitted(None, self.level);
     }
 
     #[cold]
     fn expired(&self) -> Rejected {
-        if let Some(sample) = &self.sample
-            && sample.on_timeout
-        {
-            // The request took at least this long: a lower bound that lets the estimate
-            // grow when latency rises above the timeout (otherwise it could never learn).
-            sample.record();
-        }
+        // The request took at least this long: a lower bound that lets the estimate grow
+        // when latency rises above the timeout (otherwise it could never learn). Only when
+        // the adaptive timer fired, not the caller's deadline.
+        self.record(true);
         let rejected = Rejected::new(RejectReason::Timeout, self.level);
         decision_metrics().rejected(&rejected);
         rejected
@@ -231,13 +236,17 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         match &self.state {
             State::Running { timer, ctx, .. } => {
                 let timer = match timer {
-                    Timer::Unarmed { .. } | Timer::Deferred { .. } => "unarmed",
+                    Timer::Idle {
+                        start: Start::Unarmed { .. } | Start::Deferred { .. },
+                    } => "unarmed",
                     Timer::Armed { .. } => "armed",
-                    Timer::Never => "none",
+                    Timer::Idle {
+                        start: Start::Never,
+                    } => "none",
                 };
                 f.debug_struct("ResponseFuture::Running")
                     .field("timer", &timer)
-                    .field("sample_start", &ctx.sample.as_ref().map(|s| s.start))
+                    .field("sample_start", &ctx.sample.map(|s| s.start))
                     .field("level", &ctx.level)
                     .finish_non_exhaustive()
             }

@@ -115,6 +115,7 @@ impl<S, D: Clone> Layer<S> for AdaptiveTimeoutLayer<D> {
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
             sampler: Sampler::new(),
+            parked: None,
         }
     }
 }

@@ -130,7 +130,7 @@ pub use crate::config::{AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig};
 pub use crate::deadline::{CallerDeadline, HttpDeadline, NoDeadline};
 use crate::estimator::{Estimator, NO_TIMER};
 pub use crate::future::ResponseFuture;
-use crate::future::{Ctx, Sample, Timer};
+use crate::future::{Ctx, Sample, Start, Timer};
 pub use crate::layer::AdaptiveTimeoutLayer;
 
 /// State shared by every service of one layer and all their clones.
@@ -169,6 +169,10 @@ pub struct AdaptiveTimeout<S, D = HttpDeadline> {
     deadline: D,
     /// Picks the latency samples of this clone (see `max_sample_every`).
     sampler: Sampler,
+    /// A latency sample's reference to the shared state, cloned before the inner `call` and
+    /// parked here while it runs (see `call`); `None` otherwise. Left here only if the
+    /// inner `call` panics: then dropped with the service or at its next sample.
+    parked: Option<Arc<Shared>>,
 }
 
 brownout_core::impl_inner_access!(AdaptiveTimeout<S, D>);
@@ -183,6 +187,7 @@ impl<S> AdaptiveTimeout<S, HttpDeadline> {
             signal: LoadSignal::default(),
             deadline: HttpDeadline::new(),
             sampler: Sampler::new(),
+            parked: None,
         }
     }
 }
@@ -203,6 +208,7 @@ impl<S, D> AdaptiveTimeout<S, D> {
             signal: self.signal,
             deadline,
             sampler: self.sampler,
+            parked: self.parked,
         }
     }
 
@@ -252,6 +258,7 @@ impl<S: Clone, D: Clone> Clone for AdaptiveTimeout<S, D> {
             signal: self.signal.clone(),
             deadline: self.deadline.clone(),
             sampler: Sampler::new(),
+            parked: None,
         }
     }
 }
@@ -291,46 +298,59 @@ where
         let mut now = LazyNow::new();
         let caller = self.deadline.caller_deadline_lazy(&req, &mut now);
         let learn = estimator.learns_at(level) && self.take_sample();
-        if !learn && caller.is_none() && now.peek().is_none() {
+        let (start, sample) = if !learn && caller.is_none() && now.peek().is_none() {
             // Not a sample, no caller deadline: no clock read here. The timer starts when the
             // response is first found pending; one answered at once never reads the clock.
-            let timer = match nanos {
-                NO_TIMER => Timer::Never,
+            let start = match nanos {
+                NO_TIMER => Start::Never,
                 0 => return ResponseFuture::rejected(self.reject_now(level)),
-                nanos => Timer::Deferred { nanos },
+                nanos => Start::Deferred { nanos },
             };
-            return ResponseFuture::running(self.inner.call(req), timer, Ctx::unsampled(level));
-        }
-        // The arrival time is known (a sample, or read for the caller's deadline): the
-        // deadline counts from it, as tower's `Timeout`.
-        let start = now.get();
-        // `None`: no own timer (none at this level, or too large to add to `start`).
-        let own = (nanos != NO_TIMER)
-            .then(|| start.checked_add(Duration::from_nanos(nanos)))
-            .flatten();
-        let (deadline, by_caller) = match (own, caller) {
-            (Some(own), Some(caller)) if caller < own => (Some(caller), true),
-            (Some(own), _) => (Some(own), false),
-            (None, caller) => (caller, caller.is_some()),
-        };
-        let timer = match deadline {
-            Some(deadline) if deadline <= start => {
-                return ResponseFuture::rejected(self.reject_now(level));
+            (start, None)
+        } else {
+            // The arrival time is known (a sample, or read for the caller's deadline): the
+            // deadline counts from it, as tower's `Timeout`.
+            let at = now.get();
+            // `None`: no own timer (none at this level, or too large to add to `at`).
+            let own = (nanos != NO_TIMER)
+                .then(|| at.checked_add(Duration::from_nanos(nanos)))
+                .flatten();
+            let (deadline, by_caller) = match (own, caller) {
+                (Some(own), Some(caller)) if caller < own => (Some(caller), true),
+                (Some(own), _) => (Some(own), false),
+                (None, caller) => (caller, caller.is_some()),
+            };
+            let start = match deadline {
+                Some(deadline) if deadline <= at => {
+                    return ResponseFuture::rejected(self.reject_now(level));
+                }
+                Some(deadline) => {
+                    self.deadline.propagate(&mut req, Deadline::at(deadline));
+                    Start::Unarmed { deadline }
+                }
+                None => Start::Never,
+            };
+            if learn {
+                self.parked = Some(Arc::clone(&self.shared));
             }
-            Some(deadline) => {
-                self.deadline.propagate(&mut req, Deadline::at(deadline));
-                Timer::Unarmed { deadline }
-            }
-            None => Timer::Never,
-        };
-        let ctx = Ctx {
-            level,
-            sample: learn.then(|| Sample {
-                shared: self.shared.clone(),
-                start,
+            let sample = learn.then_some(Sample {
+                start: at,
                 on_timeout: !by_caller,
-            }),
+            });
+            (start, sample)
         };
-        ResponseFuture::running(self.inner.call(req), timer, ctx)
+        // One place builds the future, from plain values and the reference parked above:
+        // no local with a destructor is alive across the inner `call` and nothing atomic
+        // runs between it and building our future, so LLVM builds the inner future in
+        // place instead of copying it.
+        ResponseFuture::running(
+            self.inner.call(req),
+            Timer::Idle { start },
+            Ctx {
+                level,
+                sample,
+                shared: self.parked.take(),
+            },
+        )
     }
 }
