@@ -290,6 +290,7 @@ impl Shared {
         self.class_queued[class.index()].load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
@@ -393,6 +394,7 @@ impl Shared {
         unused
     }
 
+    #[inline]
     fn try_acquire(&self, class: usize) -> Acquire {
         let mut current = self.in_flight.load(Ordering::SeqCst);
         loop {
@@ -427,6 +429,7 @@ impl Shared {
     }
 
     /// Gives a permit back and hands it on to the best waiter, if any.
+    #[inline]
     pub(crate) fn release(&self, class: Priority) {
         let c = class.index();
         let n = self.class_in_flight[c].fetch_sub(1, Ordering::Relaxed);
@@ -435,9 +438,16 @@ impl Shared {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         seq_cst_pair();
         if self.queued.load(Ordering::SeqCst) != 0 {
-            let mut q = lock(&self.queue);
-            self.dispatch(&mut q, Instant::now());
+            self.dispatch_released();
         }
+    }
+
+    /// A permit came back while requests wait: hand it on (out of line, off the fast path).
+    #[cold]
+    #[inline(never)]
+    fn dispatch_released(&self) {
+        let mut q = lock(&self.queue);
+        self.dispatch(&mut q, Instant::now());
     }
 
     /// Feeds a completed request's latency to the adaptive limit.
@@ -905,6 +915,7 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
+    #[inline]
     pub(crate) fn new(shared: Arc<Shared>, class: Priority) -> Permit {
         let started = shared.sample_start();
         Permit {
@@ -915,6 +926,7 @@ impl Permit {
     }
 
     /// The request completed: feed its latency to the limit (the permit is released on drop).
+    #[inline]
     pub(crate) fn complete(&self, outcome: Outcome) {
         if let Some(started) = self.started {
             self.shared.on_complete(started, outcome);
@@ -923,6 +935,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.shared.release(self.class);
     }
