@@ -288,7 +288,10 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    // Not inlined: a layer above that has nothing alive across this call (admission) then
+    // has it write the whole future straight into its own, where an inlined body is built
+    // in a stack temporary and copied.
+    #[inline(never)]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let level = self.signal.level();
         let estimator = &self.shared.estimator;
