@@ -109,8 +109,12 @@
 //! # Cancel safety
 //!
 //! Dropping the response future at any point gives everything back (see
-//! [`future::ResponseFuture`]). A panic in the inner service unwinds through the future and
-//! returns the permit.
+//! [`future::ResponseFuture`]). A panic in the inner service's future unwinds through the
+//! response future and returns the permit. A panic in the inner service's `call` itself
+//! leaves the permit with the service (it is held there while the inner `call` runs, so
+//! that the inner future can be built in place): it is returned when the unwinding drops
+//! the service (as a connection task or `oneshot` does), or at the service's next `call`
+//! when the panic is caught and the service kept.
 //!
 //! # Errors
 //!
@@ -170,7 +174,7 @@ pub struct PriorityAdmission<S, C = FromExtensions, D = DeadlineFromExtensions, 
     /// The permit of the request whose inner `call` is running, parked here during that
     /// call (see `admitted`); `None` otherwise. A panic in the inner `call` leaves it
     /// here, and it is given back when this service is dropped (as the unwinding that
-    /// owns it does) or at its next admission.
+    /// owns it does) or at its next call.
     pending: Option<Permit>,
 }
 
