@@ -853,3 +853,35 @@ mod telemetry {
         assert!((0.040..=0.043).contains(&last), "2 × p99 of 20 ms: {last}");
     }
 }
+
+/// RELIABILITY #4, a panic in the inner `call` itself: a latency sample's reference to the
+/// layer is held by the service while the inner `call` runs; after the panic is caught the
+/// service (a sample again) still answers and still times out.
+#[tokio::test(start_paused = true)]
+async fn rel_04_panic_in_inner_call_leaves_the_service_working() {
+    let config = AdaptiveTimeoutConfig::builder()
+        .initial(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut svc = AdaptiveTimeout::new(
+        service_fn(|ms: u64| {
+            if ms == 0 {
+                panic!("handler panicked in call");
+            }
+            async move {
+                sleep(Duration::from_millis(ms)).await;
+                Ok::<_, Infallible>(ms)
+            }
+        }),
+        config,
+    )
+    .caller_deadline(NoDeadline);
+    assert_eq!(svc.sample_every(), 1, "every request is a sample here");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(svc.call(0));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(svc.ready().await.unwrap().call(5).await.unwrap(), 5);
+    let err = svc.ready().await.unwrap().call(500).await.unwrap_err();
+    assert!(err.is::<brownout_core::Rejected>(), "{err}");
+}
