@@ -397,6 +397,8 @@ impl<C, D, K> PriorityAdmissionBuilder<C, D, K> {
     /// A rate limit per key (tenant, user, client address): `extract` gives a request's
     /// key, or `None` for requests that are not limited per key. Scaled per level like the
     /// global limit; idle keys are forgotten every [`key_idle_sweep`](Self::key_idle_sweep).
+    /// The key's limit is checked before the global one, so requests a key refuses spend
+    /// none of the global rate (one tenant's flood cannot use up the others' share).
     pub fn keyed_rate_limit<Req, Key, F>(
         self,
         extract: F,

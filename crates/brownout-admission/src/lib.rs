@@ -56,7 +56,8 @@
 //! * **Hand-off** — a released permit goes straight to the best waiter under the queue lock;
 //!   newcomers cannot overtake waiters.
 //! * **Rate limits** — through `governor` (GCRA) on tokio's clock: global
-//!   ([`rate_limit`]) and per key ([`keyed_rate_limit`]); `RateLimited` carries governor's
+//!   ([`rate_limit`]) and per key ([`keyed_rate_limit`], checked first, so what a key refuses
+//!   spends none of the global rate); `RateLimited` carries governor's
 //!   `retry_after`. Rate and burst are scaled by `Policy::rate` (100/80/60/40/20 %) with one
 //!   limiter per level, exact for any burst (charging `1 / scale` cells per request in one
 //!   limiter would keep state across level changes, but cannot keep a small burst exact).
@@ -245,13 +246,15 @@ where
             let r = shared.rejection(RejectReason::QueueTimeout, level, class);
             return ResponseFuture::rejected(r);
         }
-        if let Some(rate) = &shared.rate
-            && let Err(retry) = rate.check(level)
-        {
+        // The key's own limit first: a request its key refuses must not spend a token of
+        // the global limit, or one tenant's flood would use up everyone's rate.
+        if let Err(retry) = self.keyed.check_key(&req, level) {
             let r = shared.reject_with(RejectReason::RateLimited, level, class, retry);
             return ResponseFuture::rejected(r);
         }
-        if let Err(retry) = self.keyed.check_key(&req, level) {
+        if let Some(rate) = &shared.rate
+            && let Err(retry) = rate.check(level)
+        {
             let r = shared.reject_with(RejectReason::RateLimited, level, class, retry);
             return ResponseFuture::rejected(r);
         }

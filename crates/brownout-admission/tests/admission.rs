@@ -325,6 +325,53 @@ async fn keyed_rate_limit_is_per_key() {
     }
 }
 
+/// A tenant's flood refused by its own key's limit spends none of the global rate: the
+/// other tenants still get the global tokens.
+#[tokio::test(start_paused = true)]
+async fn requests_a_key_refuses_do_not_spend_the_global_rate() {
+    let backend = Backend::default();
+    let layer = fixed_layer(100)
+        .rate_limit(RateLimit::per_second(1.0).burst(4))
+        .keyed_rate_limit(|j: &Job| j.tenant, RateLimit::per_second(1.0).burst(2))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let j = |id, tenant| Job {
+        tenant,
+        ..job(id, Priority::Medium)
+    };
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for id in 0..20 {
+        let fut = svc.ready().await.unwrap().call(j(id, Some("flood")));
+        let fut = tokio::spawn(fut);
+        settle().await;
+        if fut.is_finished() {
+            let err = fut.await.unwrap().unwrap_err();
+            assert_eq!(reason(&err), RejectReason::RateLimited);
+            refused += 1;
+        } else {
+            admitted.push(fut);
+        }
+    }
+    assert_eq!((admitted.len(), refused), (2, 18));
+    // Two global tokens left for the quiet tenant.
+    let mut quiet = Vec::new();
+    for id in 20..22 {
+        let fut = svc.ready().await.unwrap().call(j(id, Some("quiet")));
+        quiet.push(tokio::spawn(fut));
+    }
+    settle().await;
+    assert_eq!(backend.served(), vec![0, 1, 20, 21]);
+    for id in [0, 1, 20, 21] {
+        backend.complete(id);
+    }
+    for t in admitted.into_iter().chain(quiet) {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(layer.handle().stats().rejected_rate_limited, 18);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reserved_share_keeps_permits_for_its_class() {
     let backend = Backend::default();
