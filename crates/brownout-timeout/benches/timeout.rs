@@ -13,6 +13,10 @@ use brownout_timeout::{AdaptiveTimeoutConfig, AdaptiveTimeoutLayer};
 use criterion::{Criterion, criterion_group};
 use tower::{Layer, Service};
 
+#[path = "../../../benches/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
+
 /// A response future that is pending `pending` times (waking itself), then ready.
 struct Answer {
     pending: u8,
@@ -134,14 +138,6 @@ fn group(c: &mut Criterion, name: &str, pending: u8) {
 fn timeouts(c: &mut Criterion) {
     group(c, "timeout_ready", 0);
     group(c, "timeout_pending_then_ready", 1);
-}
-
-/// CPU time of this thread so far (Linux `/proc/thread-self/schedstat`, nanoseconds).
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat")
 }
 
 /// `BROWNOUT_BENCH_ONE=<group>/<service> BROWNOUT_BENCH_N=<n>`: warms one service up, then
