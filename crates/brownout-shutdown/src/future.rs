@@ -18,21 +18,15 @@ use crate::handle::{ABORT_SHARDS, Shared};
 pub(crate) struct InFlight {
     shared: Arc<Shared>,
     settled: bool,
-    /// Lost the race with the trigger: holds no count, the request is refused when polled.
-    refused: bool,
 }
 
 impl InFlight {
-    /// Counts one more request in flight (the caller has already incremented `in_flight`).
-    /// With `refused`, the request lost the race with the trigger (`accepting` turned false
-    /// between the first check and the count): it is refused when polled, and counted as
-    /// rejected when this guard is dropped.
+    /// Holds the in-flight count the caller has just taken (`started` incremented).
     #[inline]
-    pub(crate) fn adopt(shared: Arc<Shared>, refused: bool) -> InFlight {
+    pub(crate) fn adopt(shared: Arc<Shared>) -> InFlight {
         InFlight {
             shared,
             settled: false,
-            refused,
         }
     }
 
@@ -52,25 +46,13 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.refused {
-            lost_race(&self.shared);
-        } else if !self.settled {
+        if !self.settled {
             // Dropped before resolving: cancelled by the caller, or the inner future panicked.
             self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         // The counter above happens-before this release, so the drain sees final counts.
         self.shared.release();
     }
-}
-
-/// Counts the refusal of a request that lost the race with the trigger (rare: out of line).
-#[cold]
-#[inline(never)]
-fn lost_race(shared: &Shared) {
-    // Before the release in `drop`, so that it is never counted as completed.
-    shared.late_refused.fetch_add(1, Ordering::SeqCst);
-    shared.rejected.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.rejected(&shared.rejection());
 }
 
 pin_project! {
@@ -116,12 +98,12 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline(always)]
-    pub(crate) fn running(future: F, guard: InFlight) -> ResponseFuture<F> {
+    pub(crate) fn running(future: F, guard: Option<InFlight>) -> ResponseFuture<F> {
         ResponseFuture {
             state: State::Running {
                 future,
                 abort: AbortWatch::new(),
-                guard: Some(guard),
+                guard,
             },
         }
     }
@@ -207,9 +189,7 @@ impl<F> ResponseFuture<F> {
                 let Some(slot) = guard.as_ref() else {
                     panic!("brownout_shutdown::ResponseFuture polled after completion")
                 };
-                if slot.refused {
-                    Some(slot.shared.rejection())
-                } else if let Poll::Ready(result) = future.poll(cx) {
+                if let Poll::Ready(result) = future.poll(cx) {
                     // Settled in place: no move of the (large) state on the common path.
                     let slot = guard.take();
                     return Poll::Ready(match result {

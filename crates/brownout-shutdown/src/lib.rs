@@ -174,10 +174,17 @@ use handle::Shared;
 /// assert_eq!(Rejected::find(&*err).unwrap().reason(), RejectReason::ShuttingDown);
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct ShutdownGuard<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The in-flight slot of the request whose inner `call` is running (see `call`).
+    pending: Option<InFlight>,
+}
+
+impl<S: Clone> Clone for ShutdownGuard<S> {
+    fn clone(&self) -> Self {
+        ShutdownGuard::from_shared(self.inner.clone(), self.shared.clone())
+    }
 }
 
 impl<S> ShutdownGuard<S> {
@@ -187,7 +194,11 @@ impl<S> ShutdownGuard<S> {
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> ShutdownGuard<S> {
-        ShutdownGuard { inner, shared }
+        ShutdownGuard {
+            inner,
+            shared,
+            pending: None,
+        }
     }
 }
 
@@ -218,25 +229,40 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.pending.is_some() {
+            // The previous inner `call` panicked and the panic was caught: its slot first.
+            self.release_pending();
+        }
         let shared = &self.shared;
         if !shared.accepting.load(Ordering::SeqCst) {
             return refuse(shared);
         }
-        // Call the inner service, then count and check again, so that the drain (which stops
-        // accepting, then reads the counter) never misses a request: one that lost that race
-        // is refused when polled (its inner future dropped unpolled) and gives its count back
-        // then. Counting after the inner `call` leaves nothing to undo if it panics, and no
-        // guard is alive across the call. (The counting between the call and building our
-        // future still makes the compiler copy the inner future once; counting before the
-        // call would need a guard alive across it, which copies too. See
-        // docs/benchmarks/brownout.md, "Composition".) The decision counter counts the
-        // request admitted here; one that loses the race is also counted rejected when its
-        // slot is dropped (the report counts it rejected only).
-        shared.metrics.admitted(None, shared.signal.level());
-        let future = self.inner.call(req);
+        // Count, then check again: the drain stops accepting, then reads the counter, so
+        // (both sequentially consistent) either it sees this request or this request sees
+        // that it stopped — and is refused without calling the inner service.
         shared.started.0.fetch_add(1, Ordering::SeqCst);
-        let refused = !shared.accepting.load(Ordering::SeqCst);
-        ResponseFuture::running(future, InFlight::adopt(shared.clone(), refused))
+        if !shared.accepting.load(Ordering::SeqCst) {
+            return refuse_late(shared);
+        }
+        shared.metrics.admitted(None, shared.signal.level());
+        // The slot (and its `Arc` clone) is parked in `self` while the inner `call` runs:
+        // no local with a destructor is alive across the call and nothing atomic runs
+        // between the call and building our future, so the compiler builds the inner future
+        // in place instead of copying it (see docs/benchmarks/brownout.md, "Composition").
+        // A panic in the inner `call` leaves the slot parked: it is released (counted
+        // cancelled) when the unwinding drops this service, or at this service's next call.
+        self.pending = Some(InFlight::adopt(shared.clone()));
+        let future = self.inner.call(req);
+        ResponseFuture::running(future, self.pending.take())
+    }
+}
+
+impl<S> ShutdownGuard<S> {
+    /// Releases the slot parked by an inner `call` that panicked.
+    #[cold]
+    #[inline(never)]
+    fn release_pending(&mut self) {
+        self.pending = None;
     }
 }
 
@@ -248,4 +274,16 @@ fn refuse<F>(shared: &Arc<Shared>) -> ResponseFuture<F> {
     shared.rejected.fetch_add(1, Ordering::Relaxed);
     shared.metrics.rejected(&rejected);
     ResponseFuture::refused(rejected)
+}
+
+/// A request counted in flight just as the trigger stopped admitting (rare: out of line):
+/// refused, and its count given back as a late refusal, never as completed.
+#[cold]
+#[inline(never)]
+fn refuse_late<F>(shared: &Arc<Shared>) -> ResponseFuture<F> {
+    // Before the release, so that it is never counted as completed.
+    shared.late_refused.fetch_add(1, Ordering::SeqCst);
+    let future = refuse(shared);
+    shared.release();
+    future
 }

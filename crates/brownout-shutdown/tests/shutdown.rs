@@ -173,8 +173,8 @@ async fn rel_20_new_requests_after_trigger_rejected_with_shutting_down() {
     assert_adds_up(&report, 5);
 }
 
-/// Triggers the shutdown from inside its `call` (the race between a request being called
-/// and the trigger), then answers like `Sleeper`; counts the futures it made that were polled.
+/// Triggers the shutdown from inside its `call` (a request already counted in flight when
+/// the trigger fires), then answers like `Sleeper`; counts the futures it made that were polled.
 #[derive(Clone)]
 struct TriggersInCall {
     shutdown: Shutdown,
@@ -201,7 +201,13 @@ impl Service<Duration> for TriggersInCall {
 }
 
 #[tokio::test(start_paused = true)]
-async fn rel_20_request_called_as_the_trigger_fires_is_refused_when_polled() {
+async fn rel_20_request_whose_inner_call_sees_the_trigger_is_drained_not_dropped() {
+    // The guard counts a request in flight before calling the inner service, so a trigger
+    // that fires during the inner `call` finds it in flight: the drain waits for it and it
+    // is answered. (A trigger between the guard's check and its count refuses the request
+    // without calling the inner service;
+    // `rel_20_trigger_racing_many_threads_drains_and_every_request_is_counted_once`
+    // runs that race on threads.)
     let shutdown = Shutdown::new();
     let polled = Arc::new(AtomicUsize::new(0));
     let mut svc = ShutdownGuard::new(
@@ -212,25 +218,23 @@ async fn rel_20_request_called_as_the_trigger_fires_is_refused_when_polled() {
         &shutdown,
     );
     let future = svc.ready().await.unwrap().call(SEC);
-    // Lost the race: counted in flight (the drain waits for it) until it is polled.
     assert_eq!(shutdown.in_flight(), 1);
-    let err = future.await.unwrap_err();
-    assert_eq!(shutdown.in_flight(), 0);
-    assert_eq!(reason(&err), Some(RejectReason::ShuttingDown));
-    assert!(
-        err.downcast_ref::<Aborted>().is_none(),
-        "refused, not aborted"
-    );
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.wait().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!drain.is_finished(), "the drain waits for the request");
+    assert_eq!(future.await.unwrap(), SEC);
+    assert_eq!(polled.load(Ordering::SeqCst), 1);
+    let report = drain.await.unwrap();
     assert_eq!(
-        polled.load(Ordering::SeqCst),
-        0,
-        "the inner future never ran"
+        (report.completed, report.rejected, report.admitted),
+        (1, 0, 1)
     );
-    let report = shutdown.wait().await;
-    assert_eq!((report.rejected, report.admitted), (1, 0));
     assert_adds_up(&report, 1);
 
-    // Dropped without being polled, it is still a refusal, not a cancellation.
+    // Dropped without being polled: a cancellation of an admitted request.
     let shutdown = Shutdown::new();
     let mut svc = ShutdownGuard::new(
         TriggersInCall {
@@ -243,8 +247,9 @@ async fn rel_20_request_called_as_the_trigger_fires_is_refused_when_polled() {
     let report = shutdown.wait().await;
     assert_eq!(
         (report.rejected, report.cancelled, report.admitted),
-        (1, 0, 0)
+        (0, 1, 1)
     );
+    assert_adds_up(&report, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -780,6 +785,48 @@ async fn rel_04_panicking_inner_future_releases_in_flight() {
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(shutdown.in_flight(), 0);
     assert_eq!(shutdown.counts().cancelled, 1);
+}
+
+/// Panics in `call` itself (not in the future) when asked to.
+#[derive(Clone, Copy)]
+struct PanicsInCall;
+
+impl Service<bool> for PanicsInCall {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, panic: bool) -> Self::Future {
+        assert!(!panic, "handler bug in call");
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rel_04_panic_in_inner_call_releases_in_flight() {
+    let shutdown = Shutdown::new();
+    let mut svc = ShutdownGuard::new(PanicsInCall, &shutdown);
+    let call = |svc: &mut ShutdownGuard<PanicsInCall>, panic| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.call(panic)))
+    };
+    // Caught, the service kept: the slot is released at its next call.
+    assert!(call(&mut svc, true).is_err());
+    assert_eq!(shutdown.in_flight(), 1);
+    call(&mut svc, false).unwrap().await.unwrap();
+    assert_eq!(shutdown.in_flight(), 0);
+    // The unwinding drops the service (as a connection task does): released then.
+    assert!(call(&mut svc, true).is_err());
+    drop(svc);
+    assert_eq!(shutdown.in_flight(), 0);
+    shutdown.trigger();
+    let report = shutdown.wait().await;
+    assert!(report.drained);
+    assert_eq!((report.completed, report.cancelled), (1, 2));
+    assert_adds_up(&report, 3);
 }
 
 #[tokio::test(start_paused = true)]
