@@ -78,15 +78,48 @@ where
     }
 }
 
-fn group(c: &mut Criterion, name: &str, pending: u8) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+impl Inner {
+    /// The inner service of a bench group.
+    fn for_group(group: &str) -> Inner {
+        match group {
+            "timeout_ready" => Inner { pending: 0 },
+            "timeout_pending_then_ready" => Inner { pending: 1 },
+            other => panic!("unknown group {other}"),
+        }
+    }
+}
+
+/// A current-thread runtime with the time driver, entered by each bench.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// `AdaptiveTimeout` as every row measures it: the defaults (or `max_sample_every`), no
+/// caller deadline, a fixed Normal level, and the learned timeout kept at tower's 1 s (the
+/// inner service answers in nanoseconds, which would teach the 1 ms floor): same
+/// timer-wheel level, so the rows compare the layers, not the deadlines.
+fn adaptive_timeout(inner: Inner, max_sample_every: Option<u32>) -> impl Service<u64> {
+    let mut config = AdaptiveTimeoutConfig::builder()
+        .initial(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    if let Some(every) = max_sample_every {
+        config = config.max_sample_every(every);
+    }
+    AdaptiveTimeoutLayer::new(config.build().unwrap())
+        .with_signal(LoadSignal::fixed(LoadLevel::Normal))
+        .without_caller_deadline()
+        .layer(inner)
+}
+
+fn group(c: &mut Criterion, name: &str) {
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let mut group = c.benchmark_group(name);
-    let inner = Inner { pending };
+    let inner = Inner::for_group(name);
 
     let mut bare = inner;
     group.bench_function("bare_service", |b| {
@@ -98,34 +131,11 @@ fn group(c: &mut Criterion, name: &str, pending: u8) {
         b.iter(|| one(&mut tower_timeout, &mut cx, black_box(7)))
     });
 
-    let config = AdaptiveTimeoutConfig::builder()
-        .initial(Duration::from_secs(1))
-        // Keep the learned timeout at tower's 1 s (the inner service answers in
-        // nanoseconds, which would teach the 1 ms floor): same timer-wheel level, so the
-        // rows compare the layers, not the deadlines.
-        .min(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let mut adaptive = AdaptiveTimeoutLayer::new(config)
-        .with_signal(LoadSignal::fixed(LoadLevel::Normal))
-        .without_caller_deadline()
-        .layer(inner);
+    let mut adaptive = adaptive_timeout(inner, None);
     group.bench_function("brownout_AdaptiveTimeout", |b| {
         b.iter(|| one(&mut adaptive, &mut cx, black_box(7)))
     });
-    let every = AdaptiveTimeoutConfig::builder()
-        .initial(Duration::from_secs(1))
-        // Keep the learned timeout at tower's 1 s (the inner service answers in
-        // nanoseconds, which would teach the 1 ms floor): same timer-wheel level, so the
-        // rows compare the layers, not the deadlines.
-        .min(Duration::from_secs(1))
-        .max_sample_every(1)
-        .build()
-        .unwrap();
-    let mut adaptive_every = AdaptiveTimeoutLayer::new(every)
-        .with_signal(LoadSignal::fixed(LoadLevel::Normal))
-        .without_caller_deadline()
-        .layer(inner);
+    let mut adaptive_every = adaptive_timeout(inner, Some(1));
     group.bench_function("brownout_AdaptiveTimeout_every_request_timed", |b| {
         b.iter(|| one(&mut adaptive_every, &mut cx, black_box(7)))
     });
@@ -136,8 +146,8 @@ fn group(c: &mut Criterion, name: &str, pending: u8) {
 }
 
 fn timeouts(c: &mut Criterion) {
-    group(c, "timeout_ready", 0);
-    group(c, "timeout_pending_then_ready", 1);
+    group(c, "timeout_ready");
+    group(c, "timeout_pending_then_ready");
 }
 
 /// `BROWNOUT_BENCH_ONE=<group>/<service> BROWNOUT_BENCH_N=<n>`: warms one service up, then
@@ -145,27 +155,11 @@ fn timeouts(c: &mut Criterion) {
 /// time, CPU time does not count the time the thread waits for a core, so it stays usable
 /// on a loaded machine (Linux only).
 fn fixed_iterations(name: &str, n: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let (group, service) = name.split_once('/').expect("group/service");
-    let pending = match group {
-        "timeout_ready" => 0,
-        "timeout_pending_then_ready" => 1,
-        other => panic!("unknown group {other}"),
-    };
-    let inner = Inner { pending };
-    let config = AdaptiveTimeoutConfig::builder()
-        .initial(Duration::from_secs(1))
-        // Keep the learned timeout at tower's 1 s (the inner service answers in
-        // nanoseconds, which would teach the 1 ms floor): same timer-wheel level, so the
-        // rows compare the layers, not the deadlines.
-        .min(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let inner = Inner::for_group(group);
     // Warm up for 1.2 s (longer than the estimator's 1 s window, so its sampling rate has
     // adapted as it has in the criterion run), then run `n` requests.
     fn run<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, n: u64) {
@@ -190,14 +184,7 @@ fn fixed_iterations(name: &str, n: u64) {
             &mut cx,
             n,
         ),
-        "brownout_AdaptiveTimeout" => run(
-            &mut AdaptiveTimeoutLayer::new(config)
-                .with_signal(LoadSignal::fixed(LoadLevel::Normal))
-                .without_caller_deadline()
-                .layer(inner),
-            &mut cx,
-            n,
-        ),
+        "brownout_AdaptiveTimeout" => run(&mut adaptive_timeout(inner, None), &mut cx, n),
         "bare_service" => run(&mut { inner }, &mut cx, n),
         other => panic!("unknown service {other}"),
     }
@@ -211,29 +198,12 @@ fn fixed_iterations(name: &str, n: u64) {
 /// thread CPU time of `/proc/thread-self/schedstat` is only updated at scheduler ticks, too
 /// coarse for batches of a few milliseconds).
 fn alternating(group: &str, n: u64, rounds: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
-    let pending = match group {
-        "timeout_ready" => 0,
-        "timeout_pending_then_ready" => 1,
-        other => panic!("unknown group {other}"),
-    };
-    let inner = Inner { pending };
-    let config = AdaptiveTimeoutConfig::builder()
-        .initial(Duration::from_secs(1))
-        // Same 1 s timeout as tower's (see `group`).
-        .min(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let inner = Inner::for_group(group);
     let mut tower_timeout = tower::timeout::Timeout::new(inner, Duration::from_secs(1));
-    let mut adaptive = AdaptiveTimeoutLayer::new(config)
-        .with_signal(LoadSignal::fixed(LoadLevel::Normal))
-        .without_caller_deadline()
-        .layer(inner);
+    let mut adaptive = adaptive_timeout(inner, None);
     fn batch<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> f64 {
         let start = std::time::Instant::now();
         let mut ok = 0u64;
