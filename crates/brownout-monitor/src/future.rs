@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
+use brownout_core::{ClassifyOutcome, Outcome};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::outcome::{ClassifyOutcome, Outcome};
 use crate::recorder::{Recorder, Shard};
 
 /// Counts one request in flight from `call` until it completes or is dropped.

@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use brownout_core::ErrIsFailure;
 use brownout_core::clock::Sampler;
 use tower_layer::Layer;
 
 use crate::MonitorService;
-use crate::outcome::ErrIsFailure;
 use crate::recorder::Recorder;
 
 /// A layer whose services record latency, outcome and in-flight count into one

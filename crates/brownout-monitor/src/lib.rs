@@ -47,7 +47,9 @@
 //!   1.0 / 1.5 / 2 / 3 × an objective) is on only when an objective is set.
 //! - **Outcome**, through a [`ClassifyOutcome`] ([`ErrIsFailure`] by default; [`HttpOutcome`]
 //!   counts 5xx but not 4xx), as an error rate over the interval once at least
-//!   `min_error_samples` requests completed (5 / 10 / 25 / 50 %).
+//!   `min_error_samples` requests completed (5 / 10 / 25 / 50 %). A brownout refusal
+//!   ([`Outcome::Rejected`]) is neither a failure nor a latency sample. The classifiers are
+//!   brownout-core's, shared with the circuit breaker: one value configures both.
 //! - **In flight**, with an RAII guard: a response future dropped before completing counts
 //!   as *cancelled*, not as a success, and leaves no latency sample.
 //! - **Queueing delay and depth**, from a [`QueueProbe`](brownout_core::QueueProbe) that the
@@ -97,7 +99,6 @@ pub mod future;
 mod histogram;
 mod layer;
 mod monitor;
-mod outcome;
 mod recorder;
 mod snapshot;
 #[cfg(any(feature = "system", test))]
@@ -109,6 +110,9 @@ use std::task::{Context, Poll};
 use brownout_core::clock::Sampler;
 use tower_service::Service;
 
+/// The result classifier, shared with the circuit breaker (defined once, in
+/// [`brownout_core::outcome`]).
+pub use brownout_core::outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
 pub use config::{
     DEFAULT_COOLDOWN, DEFAULT_ERROR_RATE, DEFAULT_HYSTERESIS, DEFAULT_INTERVAL,
     DEFAULT_LATENCY_FACTORS, DEFAULT_LATENCY_SAMPLE_TARGET, DEFAULT_MAX_SAMPLE_EVERY,
@@ -119,7 +123,6 @@ pub use detector::{Cause, Detector, SignalReading, Signals, Transition};
 pub use histogram::{BUCKETS, HistogramCounts, LatencyHistogram, Quantiles};
 pub use layer::MonitorLayer;
 pub use monitor::{LATENCY_QUANTILE_SECONDS, LATENCY_SAMPLE_EVERY, Monitor};
-pub use outcome::{ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome};
 pub use recorder::LatencyClock;
 pub use snapshot::Snapshot;
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use brownout_core::clock::SampleRate;
 use brownout_core::telemetry;
 use brownout_core::{
-    ConfigError, LoadLevel, LoadPublisher, LoadSignal, PressureSource, QueueProbe, QueueWindow,
+    ConfigError, ErrIsFailure, HttpOutcome, LoadLevel, LoadPublisher, LoadSignal, PressureSource,
+    QueueProbe, QueueWindow,
 };
 use metrics::{Gauge, Histogram};
 use tokio::task::JoinHandle;
@@ -18,7 +19,6 @@ use crate::config::{MonitorBuilder, Validated};
 use crate::detector::{Detector, Signals, Transition};
 use crate::histogram::{HistogramCounts, Quantiles};
 use crate::layer::MonitorLayer;
-use crate::outcome::{ErrIsFailure, HttpOutcome};
 use crate::recorder::Recorder;
 use crate::snapshot::Snapshot;
 
@@ -208,7 +208,7 @@ impl Monitor {
     }
 
     /// A layer for http services: like [`layer`](Monitor::layer), with 5xx responses counted
-    /// as failures and 4xx not ([`HttpOutcome`]).
+    /// as failures, 4xx not, and brownout's refusal answers neither ([`HttpOutcome`]).
     pub fn http_layer(&self) -> MonitorLayer<HttpOutcome> {
         self.layer().with_classifier(HttpOutcome)
     }
