@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use brownout_core::telemetry::{BREAKER_STATE, DecisionMetrics};
-use brownout_core::{LoadSignal, RejectReason, Rejected};
+use brownout_core::{LoadSignal, Outcome, RejectReason, Rejected};
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakConfig, Window};
-use crate::outcome::Outcome;
 use crate::window::{Outcomes, Sample, Totals, nanos};
 
 /// The state of one breaker.
@@ -464,7 +463,7 @@ where
 
     /// Records the outcome of a call admitted under `word` that took `elapsed`.
     pub(crate) fn on_call_result(&self, word: u64, outcome: Outcome, elapsed: Option<Duration>) {
-        if code(word) != CLOSED || outcome == Outcome::Ignored {
+        if code(word) != CLOSED || outcome == Outcome::Rejected {
             return;
         }
         if self.state.load(Ordering::Acquire) != word {
@@ -523,7 +522,7 @@ where
     pub(crate) fn on_probe_result(&self, word: u64, outcome: Outcome, elapsed: Option<Duration>) {
         let slow = self.core.times_calls && elapsed.is_some_and(|e| nanos(e) >= self.core.slow_ns);
         match outcome {
-            Outcome::Ignored => self.release_probe(word),
+            Outcome::Rejected => self.release_probe(word),
             Outcome::Failure => self.probe_failed(word, self.core.now_ns()),
             Outcome::Success if slow => self.probe_failed(word, self.core.now_ns()),
             Outcome::Success => {

@@ -5,13 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use brownout_core::{BoxError, RejectReason, Rejected};
+use brownout_core::{BoxError, ClassifyOutcome, Outcome, RejectReason, Rejected};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::breaker::Slot;
 use crate::fallback::Remember;
-use crate::outcome::{ClassifyOutcome, Outcome};
 
 /// Records the outcome of one admitted call; a probe whose future is dropped before it
 /// finished gives its half-open permit back (RAII).

@@ -7,12 +7,12 @@ use brownout_core::{LoadLevel, LoadSignal};
 use tower_layer::Layer;
 
 use crate::CircuitBreak;
+use crate::ErrIsFailure;
 use crate::breaker::{Callback, Core, StateChange};
 use crate::config::CircuitBreakConfig;
 use crate::fallback::{Failover, FallbackKind, LastGood, NoFallback, StaticFallback};
 use crate::handle::CircuitBreakHandle;
 use crate::key::{Global, KeyExtractor, KeyFn, LazyRegistry, Registry};
-use crate::outcome::ErrorsFail;
 
 /// Wraps services in a [`CircuitBreak`].
 ///
@@ -22,7 +22,7 @@ use crate::outcome::ErrorsFail;
 ///
 /// ```
 /// use std::time::Duration;
-/// use brownout_breaker::{CircuitBreakConfig, CircuitBreakLayer, HttpStatus};
+/// use brownout_breaker::{CircuitBreakConfig, CircuitBreakLayer, HttpOutcome};
 ///
 /// let config = CircuitBreakConfig::builder()
 ///     .failure_rate(0.5)
@@ -31,13 +31,13 @@ use crate::outcome::ErrorsFail;
 ///     .unwrap();
 /// let layer = CircuitBreakLayer::new(config)
 ///     .with_name("upstream")
-///     .with_classifier(HttpStatus)
+///     .with_classifier(HttpOutcome)
 ///     .with_key(|req: &http::Request<()>| req.uri().host().unwrap_or("").to_owned())
 ///     .on_state_change(|change| println!("{:?}: {} -> {}", change.key, change.from, change.to));
 /// let handle = layer.handle();
 /// assert!(handle.is_empty());
 /// ```
-pub struct CircuitBreakLayer<K = Global, C = ErrorsFail, F = NoFallback>
+pub struct CircuitBreakLayer<K = Global, C = ErrIsFailure, F = NoFallback>
 where
     K: KeyExtractor,
     F: FallbackKind,
@@ -61,7 +61,7 @@ impl CircuitBreakLayer {
             signal: LoadSignal::fixed(LoadLevel::Normal),
             callbacks: Vec::new(),
             key: Global,
-            classifier: ErrorsFail,
+            classifier: ErrIsFailure,
             fallback: NoFallback,
             registry: Arc::new(OnceLock::new()),
         }
@@ -120,7 +120,7 @@ where
     }
 
     /// Decides what counts as a failure (a [`ClassifyOutcome`](crate::ClassifyOutcome),
-    /// e.g. [`HttpStatus`](crate::HttpStatus) or a closure).
+    /// e.g. [`HttpOutcome`](crate::HttpOutcome) or a closure).
     pub fn with_classifier<C2>(self, classifier: C2) -> CircuitBreakLayer<K, C2, F> {
         self.rebuild(|key, _, fallback| (key, classifier, fallback))
     }

@@ -46,8 +46,11 @@
 //!   `success_threshold` successful probes close the breaker (with an empty window); any
 //!   failed (or slow) probe reopens it.
 //! - What counts as a failure is decided by a [`ClassifyOutcome`]: by default every error
-//!   except a brownout refusal that never reached the dependency ([`ErrorsFail`];
-//!   `Rejected { Timeout }` counts); for http, [`HttpStatus`] (5xx counts, 4xx does not).
+//!   except a brownout refusal that never reached the dependency ([`ErrIsFailure`];
+//!   `Rejected { Timeout }` counts); for http, [`HttpOutcome`] (5xx counts, 4xx does not,
+//!   nor does a brownout refusal answer from the dependency). An [`Outcome::Rejected`] is
+//!   not recorded, and a half-open probe ending so gives its slot back. The classifiers are
+//!   brownout-core's, shared with the monitor: one value configures both.
 //! - Refused calls get `Rejected { reason: CircuitOpen, retry_after: time until half-open }`
 //!   boxed into `BoxError`, or a fallback: [`StaticFallback`], [`LastGood`] or
 //!   [`Failover`] to a secondary service.
@@ -105,7 +108,6 @@ pub mod future;
 mod handle;
 mod key;
 mod layer;
-mod outcome;
 mod window;
 
 use std::fmt;
@@ -116,6 +118,11 @@ use brownout_core::BoxError;
 use tower_service::Service;
 
 pub use breaker::{BreakerSnapshot, BreakerState, StateChange};
+/// The result classifier, shared with the monitor (defined once, in
+/// [`brownout_core::outcome`]).
+pub use brownout_core::outcome::{
+    ClassifyOutcome, ErrIsFailure, HttpOutcome, Outcome, any_error_outcome, error_outcome,
+};
 pub use config::{CircuitBreakBuilder, CircuitBreakConfig, Window};
 pub use fallback::{
     Failover, FailoverFuture, Fallback, FallbackKind, LastGood, LastGoodMemo, NoFallback, Remember,
@@ -124,9 +131,6 @@ pub use fallback::{
 pub use handle::{BreakerPressure, CircuitBreakHandle};
 pub use key::{ExtractKey, Global, KeyExtractor, KeyFn};
 pub use layer::CircuitBreakLayer;
-pub use outcome::{
-    ClassifyOutcome, ErrorsFail, HttpStatus, Outcome, any_error_outcome, error_outcome,
-};
 
 use breaker::Admit;
 use future::{CallGuard, ResponseFuture};
@@ -135,7 +139,7 @@ use key::Registry;
 /// A service guarded by circuit breakers; see the [crate docs](crate).
 ///
 /// Clones share the breakers (and every service made by the same [`CircuitBreakLayer`]).
-pub struct CircuitBreak<S, K = Global, C = ErrorsFail, F = NoFallback>
+pub struct CircuitBreak<S, K = Global, C = ErrIsFailure, F = NoFallback>
 where
     K: KeyExtractor,
     F: FallbackKind,

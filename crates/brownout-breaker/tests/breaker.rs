@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brownout_breaker::{
-    BreakerState, CircuitBreakConfig, CircuitBreakLayer, HttpStatus, Outcome, Window,
+    BreakerState, CircuitBreakConfig, CircuitBreakLayer, HttpOutcome, Outcome, Window,
 };
 use brownout_core::{BoxError, LoadLevel, LoadSignal, PressureSource, RejectReason, Rejected};
 use tokio::time::{advance, sleep};
@@ -753,7 +753,7 @@ async fn http_classifier_trips_on_5xx_not_4xx() {
         let code = s.load(Ordering::SeqCst) as u16;
         async move { Ok::<_, BoxError>(http::Response::builder().status(code).body(()).unwrap()) }
     });
-    let layer = CircuitBreakLayer::new(config().build().unwrap()).with_classifier(HttpStatus);
+    let layer = CircuitBreakLayer::new(config().build().unwrap()).with_classifier(HttpOutcome);
     let handle = layer.handle();
     let mut svc = layer.layer(inner);
     for _ in 0..20 {
@@ -777,14 +777,77 @@ async fn http_classifier_trips_on_5xx_not_4xx() {
     assert_eq!(handle.state(), BreakerState::Open);
 }
 
+/// What the dependency answers in `http_refusal_answers_*`.
+const ANSWER_OK: usize = 0;
+const ANSWER_REFUSAL: usize = 1;
+const ANSWER_OWN_503: usize = 2;
+
+async fn get<S>(svc: &mut S) -> Result<http::Response<()>, BoxError>
+where
+    S: Service<http::Request<()>, Response = http::Response<()>, Error = BoxError>,
+{
+    svc.ready().await?.call(http::Request::new(())).await
+}
+
 #[tokio::test(start_paused = true)]
-async fn closure_classifier_and_ignored_outcomes() {
+async fn http_refusal_answers_are_not_failures_and_give_a_probe_slot_back() {
+    // A dependency running brownout stamps its level on every response; only its refusal
+    // answers carry `x-reject-reason`.
+    let answer = Arc::new(AtomicUsize::new(ANSWER_REFUSAL));
+    let reached = Arc::new(AtomicUsize::new(0));
+    let (a, r) = (answer.clone(), reached.clone());
+    let inner = service_fn(move |_: http::Request<()>| {
+        let answer = a.load(Ordering::SeqCst);
+        r.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let response = http::Response::builder().header("x-load-level", "high");
+            let response = match answer {
+                ANSWER_OK => response.status(200),
+                ANSWER_REFUSAL => response.status(503).header("x-reject-reason", "shed"),
+                _ => response.status(503),
+            };
+            Ok::<_, BoxError>(response.body(()).unwrap())
+        }
+    });
+    let layer = CircuitBreakLayer::new(config().build().unwrap()).with_classifier(HttpOutcome);
+    let handle = layer.handle();
+    let mut svc = layer.layer(inner);
+    for _ in 0..50 {
+        assert_eq!(get(&mut svc).await.unwrap().status(), 503);
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().calls, 0);
+    // Its own 503s (the level header alone) are failures.
+    answer.store(ANSWER_OWN_503, Ordering::SeqCst);
+    for _ in 0..10 {
+        let _ = get(&mut svc).await;
+    }
+    assert_eq!(handle.state(), BreakerState::Open);
+    // Half-open with 2 probe slots: 5 probes answered by refusals in a row all reach the
+    // dependency, each giving its slot back.
+    sleep(Duration::from_secs(10)).await;
+    answer.store(ANSWER_REFUSAL, Ordering::SeqCst);
+    let before = reached.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(get(&mut svc).await.unwrap().status(), 503);
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), before + 5);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
+    answer.store(ANSWER_OK, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(get(&mut svc).await.unwrap().status(), 200);
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closure_classifier_and_rejected_outcomes_are_not_recorded() {
     let flaky = Flaky::new();
-    // Only errors on even requests count; odd ones are ignored.
+    // Errors classified `Rejected` are not recorded: the breaker never trips.
     let layer = CircuitBreakLayer::new(config().build().unwrap()).with_classifier(
         |r: &Result<u32, BoxError>| match r {
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Ignored,
+            Err(_) => Outcome::Rejected,
         },
     );
     let handle = layer.handle();
