@@ -27,6 +27,12 @@
 //! `Brownout::grpc_builder()` does the same for a tonic server, answering rejections as
 //! gRPC statuses with `grpc-retry-pushback-ms`.
 //!
+//! What a completed request counts as — a success, a failure, or a brownout refusal that
+//! says nothing about the service ([`Outcome::Rejected`]) — is decided by one
+//! [`ClassifyOutcome`]: [`ErrIsFailure`] (the default), [`HttpOutcome`], `grpc::GrpcOutcome`
+//! or a closure over the result. The same value configures the monitor's error rate and a
+//! circuit breaker's failure window (`with_classifier` on either layer).
+//!
 //! | feature | adds |
 //! |---|---|
 //! | `http` (default) | classifiers, rejection responses, deadlines, degradation, client keys |

@@ -9,10 +9,10 @@ use brownout_admission::{
     AdmissionHandle, PriorityAdmission, PriorityAdmissionBuilder, PriorityAdmissionLayer,
 };
 use brownout_core::{
-    ClassifyLayer, ClassifyService, ConfigError, LevelTable, LoadPublisher, LoadSignal, Policy,
-    WorkMode,
+    ClassifyLayer, ClassifyService, ConfigError, HttpOutcome, LevelTable, LoadPublisher,
+    LoadSignal, Policy, WorkMode,
 };
-use brownout_monitor::{HttpOutcome, Monitor, MonitorBuilder, MonitorLayer, MonitorService};
+use brownout_monitor::{Monitor, MonitorBuilder, MonitorLayer, MonitorService};
 use brownout_shed::{LoadShed, LoadShedBuilder, LoadShedConfig, LoadShedLayer};
 use brownout_shutdown::{Shutdown, ShutdownGuard, ShutdownGuardLayer};
 use brownout_timeout::{

@@ -21,11 +21,14 @@
 //!
 //! Every rejection also carries `grpc-message` (the reason, percent-encoded as gRPC
 //! requires), `grpc-retry-pushback-ms` when the layer knows the `retry_after` (gRFC A6:
-//! grpc-go, grpc-java and brownout-retry wait that long before retrying), and
-//! `x-load-level`. All three reach a tonic client as `Status::metadata()`.
+//! grpc-go, grpc-java and brownout-retry wait that long before retrying), `x-load-level`
+//! and `x-reject-reason` (the reason's name). All of them reach a tonic client as
+//! `Status::metadata()`.
 //!
-//! With the `monitor` feature, `GrpcOutcome` lets the monitor count gRPC failures (which
-//! travel in `grpc-status` over HTTP 200) and skip brownout's own rejections.
+//! [`GrpcOutcome`] classifies results from `grpc-status` (which carries gRPC failures over
+//! HTTP 200) and skips brownout's own refusals, for the monitor's error rate and for a
+//! circuit breaker around a tonic client alike: it is a
+//! [`ClassifyOutcome`](brownout_core::ClassifyOutcome), the classifier both layers take.
 //!
 //! Unlike the http flavour ([`RejectionResponseLayer`](crate::http::RejectionResponseLayer)),
 //! no `Connection: close` is sent while shutting down: HTTP/2 forbids connection headers;
@@ -111,12 +114,10 @@
 #[cfg(feature = "grpc-health")]
 pub mod health;
 mod layer;
-#[cfg(feature = "monitor")]
 mod outcome;
 mod status;
 
 pub use layer::{GrpcAnswer, GrpcRejection, GrpcRejectionLayer, ResponseFuture};
-#[cfg(feature = "monitor")]
 pub use outcome::GrpcOutcome;
 pub use status::{
     GRPC_MESSAGE_HEADER, GRPC_STATUS_HEADER, GrpcCode, MAX_PUSHBACK_MS, RETRY_PUSHBACK_HEADER,

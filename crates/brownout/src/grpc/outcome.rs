@@ -1,63 +1,71 @@
-//! [`GrpcOutcome`]: the monitor's outcome classifier for gRPC responses.
+//! [`GrpcOutcome`]: the outcome classifier for gRPC responses, for the monitor and the
+//! circuit breaker alike.
 
-use brownout_monitor::{ClassifyOutcome, ErrIsFailure, Outcome};
+use brownout_core::outcome::{any_error_outcome, is_refusal_answer};
+use brownout_core::{ClassifyOutcome, Outcome};
 use http::Response;
 
 use super::status::GRPC_STATUS_HEADER;
-use crate::http::LOAD_LEVEL_HEADER;
 
-/// Classifies gRPC responses for the [`Monitor`](brownout_monitor::Monitor)'s error rate.
+/// Classifies gRPC responses, for the [`Monitor`](https://docs.rs/brownout-monitor)'s error
+/// rate and a [`CircuitBreak`](https://docs.rs/brownout-breaker)'s failure window alike
+/// (both take a [`ClassifyOutcome`]; one `GrpcOutcome` value configures either).
 ///
 /// gRPC answers errors with HTTP 200 and a `grpc-status`, so
-/// [`HttpOutcome`](brownout_monitor::HttpOutcome) sees none of them. `GrpcOutcome` reads
+/// [`HttpOutcome`](brownout_core::HttpOutcome) sees none of them. `GrpcOutcome` reads
 /// the status of a trailers-only response (how tonic sends a unary call's error):
 ///
-/// - `UNAVAILABLE` or `RESOURCE_EXHAUSTED` carrying `x-load-level` — a brownout
-///   rejection answered by [`GrpcRejectionLayer`](super::GrpcRejectionLayer) — is
-///   [`Outcome::Rejected`]: a load-control decision, neither a failure nor a latency sample;
+/// - `UNAVAILABLE` or `RESOURCE_EXHAUSTED` carrying `x-reject-reason` — a brownout
+///   rejection answered by [`GrpcRejectionLayer`](super::GrpcRejectionLayer), here or in
+///   the server a client calls — is [`Outcome::Rejected`]: a load-control decision,
+///   neither a failure nor a latency sample for the monitor, not recorded by a breaker (a
+///   half-open probe answered so gives its slot back). `x-load-level` alone is not the
+///   marker: the layer may stamp it on every response, a handler's own `UNAVAILABLE`
+///   included;
 /// - the codes that mean the server failed or is overloaded (`UNKNOWN`,
 ///   `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`)
 ///   are [`Outcome::Failure`];
 /// - success and the caller's own errors (`INVALID_ARGUMENT`, `NOT_FOUND`,
 ///   `PERMISSION_DENIED`, …) are [`Outcome::Success`];
-/// - an `Err` is classified as [`ErrIsFailure`] does (a brownout rejection other than a
-///   timeout is `Rejected`, anything else a failure).
+/// - an `Err` is classified as [`ErrIsFailure`](brownout_core::ErrIsFailure) does (a
+///   brownout rejection other than a timeout is `Rejected`, anything else a failure).
 ///
 /// A status sent in the trailers of a streamed body is not visible when the response head
 /// is ready, so streaming errors are not counted.
 ///
 /// ```
 /// use brownout::grpc::GrpcOutcome;
-/// use brownout::monitor::{ClassifyOutcome, Outcome};
+/// use brownout::{ClassifyOutcome, Outcome};
 ///
 /// let status = |code: &str, ours: bool| -> Result<http::Response<()>, std::convert::Infallible> {
 ///     let mut response = http::Response::builder().header("grpc-status", code);
 ///     if ours {
-///         response = response.header("x-load-level", "high");
+///         response = response.header("x-reject-reason", "shed");
 ///     }
 ///     Ok(response.body(()).unwrap())
 /// };
 /// assert_eq!(GrpcOutcome.classify(&status("0", false)), Outcome::Success);
 /// assert_eq!(GrpcOutcome.classify(&status("5", false)), Outcome::Success); // NOT_FOUND
 /// assert_eq!(GrpcOutcome.classify(&status("13", false)), Outcome::Failure); // INTERNAL
-/// assert_eq!(GrpcOutcome.classify(&status("14", true)), Outcome::Rejected); // brownout
-/// assert_eq!(GrpcOutcome.classify(&status("4", true)), Outcome::Failure); // too slow
+/// assert_eq!(GrpcOutcome.classify(&status("14", false)), Outcome::Failure); // the handler's
+/// assert_eq!(GrpcOutcome.classify(&status("14", true)), Outcome::Rejected); // brownout's
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GrpcOutcome;
 
 impl<B, E: 'static> ClassifyOutcome<Response<B>, E> for GrpcOutcome {
+    #[inline]
     fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
         let response = match result {
             Ok(response) => response,
-            Err(_) => return ErrIsFailure.classify(result),
+            Err(error) => return any_error_outcome(error),
         };
         let headers = response.headers();
         let Some(code) = headers.get(GRPC_STATUS_HEADER) else {
             return Outcome::Success;
         };
         match code.as_bytes() {
-            b"8" | b"14" if headers.contains_key(LOAD_LEVEL_HEADER) => Outcome::Rejected,
+            b"8" | b"14" if is_refusal_answer(headers) => Outcome::Rejected,
             b"2" | b"4" | b"8" | b"13" | b"14" | b"15" => Outcome::Failure,
             _ => Outcome::Success,
         }
@@ -68,7 +76,7 @@ impl<B, E: 'static> ClassifyOutcome<Response<B>, E> for GrpcOutcome {
 mod tests {
     use super::*;
     use crate::grpc::{error_response, panic_response, rejection_response};
-    use brownout_core::{BoxError, LoadLevel, RejectReason, Rejected};
+    use brownout_core::{BoxError, ErrIsFailure, LoadLevel, RejectReason, Rejected};
 
     fn ok(response: Response<()>) -> Result<Response<()>, BoxError> {
         Ok(response)
@@ -108,12 +116,20 @@ mod tests {
                 "{code}"
             );
         }
-        // A handler's own UNAVAILABLE (no x-load-level) is a failure of the service.
-        let response = Response::builder()
-            .header("grpc-status", "14")
-            .body(())
-            .unwrap();
-        assert_eq!(GrpcOutcome.classify(&ok(response)), Outcome::Failure);
+        // A handler's own UNAVAILABLE or RESOURCE_EXHAUSTED is a failure of the service,
+        // also when a layer stamped the level on it.
+        for code in ["8", "14"] {
+            let response = Response::builder()
+                .header("grpc-status", code)
+                .header("x-load-level", "high")
+                .body(())
+                .unwrap();
+            assert_eq!(
+                GrpcOutcome.classify(&ok(response)),
+                Outcome::Failure,
+                "{code}"
+            );
+        }
         assert_eq!(
             GrpcOutcome.classify(&ok(Response::new(()))),
             Outcome::Success

@@ -9,7 +9,7 @@ use brownout_core::{RejectReason, Rejected};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderName, Response, StatusCode};
 
-use crate::http::{LOAD_LEVEL_HEADER, level_value};
+use crate::http::{LOAD_LEVEL_HEADER, REJECT_REASON_HEADER, level_value};
 
 /// The trailer (here: header of a trailers-only response) carrying the gRPC status code.
 pub const GRPC_STATUS_HEADER: HeaderName = HeaderName::from_static("grpc-status");
@@ -152,8 +152,9 @@ fn trailers_only<B: Default>(code: GrpcCode, message: &str) -> Response<B> {
 
 /// The trailers-only gRPC response for a rejection: HTTP 200, `content-type:
 /// application/grpc`, `grpc-status` from [`code_for`], a `grpc-message` naming the reason,
-/// `grpc-retry-pushback-ms` when the rejection carries a `retry_after`, and
-/// `x-load-level`. The body is `B::default()` (empty for `tonic::body::Body`), so the
+/// `grpc-retry-pushback-ms` when the rejection carries a `retry_after`, `x-load-level`, and
+/// `x-reject-reason` (the reason's snake-case name, which marks the answer as a brownout
+/// refusal for [`GrpcOutcome`](crate::grpc::GrpcOutcome)). The body is `B::default()` (empty for `tonic::body::Body`), so the
 /// response ends with its headers, as gRPC's trailers-only form requires.
 ///
 /// ```
@@ -169,6 +170,7 @@ fn trailers_only<B: Default>(code: GrpcCode, message: &str) -> Response<B> {
 /// assert_eq!(response.headers()["grpc-status"], "14"); // UNAVAILABLE
 /// assert_eq!(response.headers()["grpc-retry-pushback-ms"], "1500");
 /// assert_eq!(response.headers()["x-load-level"], "critical");
+/// assert_eq!(response.headers()["x-reject-reason"], "shed");
 /// assert!(response.headers()["grpc-message"].to_str().unwrap().starts_with("shed: "));
 /// ```
 pub fn rejection_response<B: Default>(rejected: &Rejected) -> Response<B> {
@@ -176,6 +178,10 @@ pub fn rejection_response<B: Default>(rejected: &Rejected) -> Response<B> {
     let mut response = trailers_only(code_for(reason), explanation(reason));
     let headers = response.headers_mut();
     headers.insert(LOAD_LEVEL_HEADER, level_value(rejected.level()));
+    headers.insert(
+        REJECT_REASON_HEADER,
+        brownout_core::headers::reason_value(reason),
+    );
     if let Some(after) = rejected.retry_after() {
         headers.insert(RETRY_PUSHBACK_HEADER, HeaderValue::from(pushback_ms(after)));
     }
@@ -249,6 +255,7 @@ mod tests {
                 "{reason}"
             );
             assert_eq!(header(&r, "x-load-level"), Some("high"));
+            assert_eq!(header(&r, "x-reject-reason"), Some(reason.as_str()));
             let message = header(&r, "grpc-message").unwrap();
             assert!(message.starts_with(reason.as_str()), "{message}");
             // h2 forbids connection-specific headers; never send them.

@@ -9,8 +9,14 @@
 //! | timeout | 504 |
 //! | any other error, or a panic | 500 (nothing leaked) |
 //!
-//! Every rejection carries `Retry-After` when the layer knows it, `x-load-level`, and a
-//! one-line plain-text body naming the reason; a shutting-down server adds `Connection: close`.
+//! Every rejection carries `Retry-After` when the layer knows it, `x-load-level`,
+//! `x-reject-reason`, and a one-line plain-text body naming the reason; a shutting-down
+//! server adds `Connection: close`.
+//!
+//! [`HttpOutcome`](brownout_core::HttpOutcome) (from brownout-core, also `brownout::HttpOutcome`)
+//! classifies http results for the monitor and a circuit breaker alike: 5xx is a failure,
+//! 4xx is not, and these rejection answers (503 / 429 with `x-reject-reason`) are
+//! [`Outcome::Rejected`](brownout_core::Outcome::Rejected), neither.
 
 mod answer;
 mod classify;
