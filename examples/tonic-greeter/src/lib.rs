@@ -22,7 +22,8 @@
 //!   `DEADLINE_EXCEEDED` and `grpc-retry-pushback-ms`, never `INTERNAL`.
 //! - The monitor sits inside admission, so it measures the work the greeter did, not the
 //!   microsecond rejections around it; it counts gRPC failures from `grpc-status` through
-//!   `brownout::grpc::GrpcOutcome`.
+//!   `brownout::grpc::GrpcOutcome` (the classifier a `CircuitBreak` around a tonic client
+//!   takes too).
 //! - At the shutdown trigger the guard refuses new calls, the admission queue is closed and
 //!   tonic stops accepting connections; [`serve`] returns the shutdown report once in-flight
 //!   calls are drained.

@@ -93,6 +93,7 @@ async fn rel_07_shed_by_metadata_priority_then_graceful_shutdown() {
         .unwrap();
     assert!(pushback > 0);
     assert_eq!(metadata(&status, "x-load-level"), Some("critical"));
+    assert_eq!(metadata(&status, "x-reject-reason"), Some("shed"));
 
     let reply = bounded(
         "critical call",
