@@ -24,6 +24,8 @@
 //! cargo bench -p brownout --bench stack -- --warm-up-time 1 --measurement-time 3
 //! # on a loaded machine: CPU time per request, in rounds (see `cpu_time`)
 //! BROWNOUT_BENCH_CPU=7 cargo bench -p brownout --bench stack -- cpu_only
+//! # only some rows (name contains the text), e.g. the facade's http stack:
+//! BROWNOUT_BENCH_CPU=7 BROWNOUT_BENCH_ROWS=http/ cargo bench -p brownout --bench stack -- cpu_only
 //! ```
 #![allow(missing_docs)]
 use std::alloc::System;
@@ -51,7 +53,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 #[path = "../../../benches/support/cpu.rs"]
 mod cpu;
-use cpu::{CpuRow, cpu_row, once};
+use cpu::{CpuRow, cpu_row, cpu_row_with, once};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -520,17 +522,30 @@ fn tower_http()
         .service(Hello)
 }
 
+/// The facade's http stack as the `facade_http` rows measure it: monitor ticked by hand,
+/// admission limit out of reach, shutdown guard on.
+fn facade(shutdown: &Shutdown) -> Brownout {
+    Brownout::builder()
+        .monitor(|m| m.manual_ticks())
+        .admission(|a| a.limit(Limit::fixed(1 << 20)))
+        .shutdown(shutdown)
+        .build()
+        .expect("valid stack")
+}
+
+fn low_request() -> http::Request<()> {
+    http::Request::get("/search")
+        .header("x-priority", "low")
+        .body(())
+        .expect("valid request")
+}
+
 fn facade_http(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let shutdown = Shutdown::new();
-    let brownout = Brownout::builder()
-        .monitor(|m| m.manual_ticks())
-        .admission(|a| a.limit(Limit::fixed(1 << 20)))
-        .shutdown(&shutdown)
-        .build()
-        .expect("valid stack");
+    let brownout = facade(&shutdown);
     let mut ours = brownout.layer().layer(Hello);
     #[cfg(feature = "grpc")]
     let grpc = Brownout::grpc_builder()
@@ -577,15 +592,9 @@ fn facade_http(c: &mut Criterion) {
 
     // The facade's reject path: a Low request at Emergency answered with a 503 response.
     brownout.publisher().force(LoadLevel::Emergency);
-    let low = || {
-        http::Request::get("/search")
-            .header("x-priority", "low")
-            .body(())
-            .expect("valid request")
-    };
     let mut group = c.benchmark_group("facade_http_reject");
     group.bench_function("brownout_builder_http_503", |b| {
-        b.iter(|| once(&mut ours, &mut cx, low()))
+        b.iter(|| once(&mut ours, &mut cx, low_request()))
     });
     group.finish();
 }
@@ -748,6 +757,14 @@ fn cpu_time(_: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(matches!(holder.poll_ready(&mut cx), Poll::Ready(Ok(()))));
     let signal = &normal_signal;
+    let http_shutdown = Shutdown::new();
+    let http_normal = facade(&http_shutdown);
+    let http_emergency = facade(&http_shutdown);
+    http_emergency.publisher().force(LoadLevel::Emergency);
+    let mut facade_admit = http_normal.layer().layer(Hello);
+    busy("cpu http", http_normal.monitor(), &mut facade_admit, request());
+    let mut facade_reject = http_emergency.layer().layer(Hello);
+    busy("cpu http 503", http_emergency.monitor(), &mut facade_reject, low_request());
     let mut rows: Vec<CpuRow> = vec![
         cpu_row("admit/tower_4_layers", tower_stack(), 1),
         cpu_row(
@@ -793,7 +810,16 @@ fn cpu_time(_: &mut Criterion) {
         cpu_row("alone/timeout", timeout!(signal).layer(Echo), 1),
         cpu_row("alone/breaker", breaker!(signal).layer(Echo), 1),
         cpu_row("alone/retry", retry!(signal).layer(Echo), 1),
+        cpu_row_with("http/request_construction_only", NoopHttp, request),
+        cpu_row_with("http/bare_handler", Hello, request),
+        cpu_row_with("http/tower_http_equivalent", tower_http(), request),
+        cpu_row_with("http/brownout_builder_http", facade_admit, request),
+        cpu_row_with("http/brownout_builder_http_503", facade_reject, low_request),
     ];
+    // `BROWNOUT_BENCH_ROWS=<text>`: only the rows whose name contains it.
+    if let Ok(only) = std::env::var("BROWNOUT_BENCH_ROWS") {
+        rows.retain(|(name, _)| name.contains(only.as_str()));
+    }
     // Each row in turn: warm up for 2.2 s (the retry budget adapts how often it reads the
     // clock when a 1 s bucket closes after a full bucket of steady traffic; a row that
     // waited for the others would find a gap and read it on every request again), then
