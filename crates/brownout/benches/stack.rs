@@ -762,9 +762,19 @@ fn cpu_time(_: &mut Criterion) {
     let http_emergency = facade(&http_shutdown);
     http_emergency.publisher().force(LoadLevel::Emergency);
     let mut facade_admit = http_normal.layer().layer(Hello);
-    busy("cpu http", http_normal.monitor(), &mut facade_admit, request());
+    busy(
+        "cpu http",
+        http_normal.monitor(),
+        &mut facade_admit,
+        request(),
+    );
     let mut facade_reject = http_emergency.layer().layer(Hello);
-    busy("cpu http 503", http_emergency.monitor(), &mut facade_reject, low_request());
+    busy(
+        "cpu http 503",
+        http_emergency.monitor(),
+        &mut facade_reject,
+        low_request(),
+    );
     let mut rows: Vec<CpuRow> = vec![
         cpu_row("admit/tower_4_layers", tower_stack(), 1),
         cpu_row(
