@@ -112,7 +112,8 @@ where
 /// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
 /// assert_eq!(error_outcome(&reset), Outcome::Failure);
 /// ```
-#[inline]
+// Not `#[inline]`: it is the error path; kept out of line so the layers' response futures
+// stay as small as their success path needs.
 pub fn error_outcome(error: &(dyn Error + 'static)) -> Outcome {
     match Rejected::find(error) {
         Some(rejected) if rejected.reason().never_started() => Outcome::Rejected,
