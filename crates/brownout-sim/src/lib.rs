@@ -6,8 +6,9 @@
 //! client deadlines and an optional slowdown. [`run`] drives one [`Stack`] with it on a
 //! current-thread runtime whose clock is paused (`tokio::time::pause`), so ten virtual
 //! seconds take a fraction of a real one and every run is deterministic for its seed.
-//! The [`Report`] holds goodput, the priority score against the strict-priority ideal
-//! ([`water_fill`]), per-class success and latency, rejections by reason and level changes.
+//! The [`Report`] holds goodput, the priority score against a reference scheduler run on
+//! the same arrivals (and against the fluid bound, [`water_fill`]), per-class success and
+//! latency, rejections by reason and level changes.
 //!
 //! ```
 //! use std::time::Duration;
@@ -33,8 +34,11 @@
 //!
 //! See [`Report`]: goodput is the share of the backend's worker time spent on requests
 //! answered within their deadline; the priority score compares the good answers, weighted
-//! 16/8/4/2/1 from Critical to Background ([`WEIGHTS`]), with the strict-priority ideal
-//! ([`water_fill`]: serve classes in priority order until the capacity is used).
+//! 16/8/4/2/1 from Critical to Background ([`WEIGHTS`]), with what a reference scheduler
+//! answers of the same arrivals on the same backend: strict priority, no preemption, the
+//! best queue timeout chosen in hindsight (see [`Report`]). The fluid bound ([`water_fill`]:
+//! serve classes in priority order until the capacity is used) is reported next to it; no
+//! real scheduler reaches it when the top classes offer about the capacity left.
 //!
 //! # The model
 //!
@@ -59,6 +63,7 @@ mod backend;
 mod bulkhead;
 pub mod cli;
 mod json;
+mod reference;
 mod report;
 mod runner;
 mod scenario;

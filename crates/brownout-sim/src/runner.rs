@@ -200,6 +200,7 @@ where
         levels: summary.levels().to_vec(),
         limits,
         backend: backend.stats().into(),
+        reference: crate::reference::reference(scenario, &arrivals),
     }
     .build()
 }

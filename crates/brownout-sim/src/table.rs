@@ -14,8 +14,10 @@ Columns
             successfully within their deadline; during a slowdown, of the capacity left
   effic.    the same as % of min(offered work, capacity): 100 % is the best any scheduler could do
   prio      priority score: good answers weighted 16/8/4/2/1 (critical..background), as % of the
-            same sum for the strict-priority ideal (serve classes in priority order until the
-            capacity is used); 100 % = as good as a perfect priority scheduler
+            same sum for a reference scheduler on the same arrivals (strict priority, no
+            preemption, the best queue timeout in hindsight); 100 % = as good as the reference
+  fluid     the same sum as % of the fluid bound (serve classes in priority order until the
+            capacity is used); unreachable when the top classes offer about the capacity left
   crit..bg  % of each class answered within its deadline (offered mix 10/30/30/20/10 %)
   crit p99  99th-percentile latency of critical answers (unloaded: the service time alone)
   worst p99 the largest p99 latency of any class that got answers
@@ -71,11 +73,12 @@ fn render_group(out: &mut String, group: &[&Report]) {
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>8} {:>9} | {:>11} | not answered",
+        "{:<18} {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>8} {:>9} | {:>11} | not answered",
         "stack",
         "goodput",
         "effic.",
         "prio",
+        "fluid",
         "crit",
         "high",
         "medium",
@@ -99,11 +102,12 @@ fn render_group(out: &mut String, group: &[&Report]) {
             .collect();
         let _ = writeln!(
             out,
-            "{:<18} {:>6}% {:>6}% {:>6}% | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>8} {:>9} | {:>11} | {}",
+            "{:<18} {:>6}% {:>6}% {:>6}% {:>6}% | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>8} {:>9} | {:>11} | {}",
             r.stack,
             pct(r.goodput()),
             pct(r.efficiency()),
             pct(r.priority_score()),
+            pct(r.fluid_score()),
             classes[0],
             classes[1],
             classes[2],
@@ -137,8 +141,8 @@ fn render_group(out: &mut String, group: &[&Report]) {
     if first.phases.len() > 1 {
         let _ = writeln!(
             out,
-            "phases: goodput against the capacity left / efficiency, priority score, median concurrency \
-             limit; 'settled' leaves out the first second after a change:"
+            "phases: goodput against the capacity left / efficiency, priority score / fluid score, \
+             median concurrency limit; 'settled' leaves out the first second after a change:"
         );
         for r in group {
             let cells: Vec<String> = r
@@ -150,11 +154,12 @@ fn render_group(out: &mut String, group: &[&Report]) {
                         .limit_median
                         .map_or(String::new(), |m| format!(" limit {m:.0}"));
                     format!(
-                        "{} {}%/{}% prio {}%{limit}",
+                        "{} {}%/{}% prio {}%/{}%{limit}",
                         w.label,
                         pct(w.goodput()),
                         pct(w.efficiency()),
-                        pct(w.priority_score())
+                        pct(w.priority_score()),
+                        pct(w.fluid_score())
                     )
                 })
                 .collect();
