@@ -7,23 +7,23 @@
 //!
 //! | metric | kind | unit | labels |
 //! |---|---|---|---|
-//! | `brownout_requests_total` | counter | count | `layer`, [`name`], `outcome` (`admitted`/`rejected`), `priority`, `level` |
-//! | `brownout_rejections_total` | counter | count | `layer`, [`name`], `reason`, `priority`, `level` |
+//! | `brownout_requests_total` | counter | count | `layer`, \[`name`\], `outcome` (`admitted`/`rejected`), `priority`, `level` |
+//! | `brownout_rejections_total` | counter | count | `layer`, \[`name`\], `reason`, `priority`, `level` |
 //! | `brownout_level` | gauge | — | — (0 Normal … 4 Emergency) |
 //! | `brownout_level_changes_total` | counter | count | `from`, `to` |
-//! | `brownout_in_flight` | gauge | count | `layer`, [`name`] |
-//! | `brownout_queue_depth` | gauge | count | `layer`, [`name`] |
-//! | `brownout_queue_delay_seconds` | histogram | seconds | `layer`, [`name`] |
-//! | `brownout_latency_seconds` | histogram | seconds | `layer`, [`name`] |
+//! | `brownout_in_flight` | gauge | count | `layer`, \[`name`\] |
+//! | `brownout_queue_depth` | gauge | count | `layer`, \[`name`\] |
+//! | `brownout_queue_delay_seconds` | histogram | seconds | `layer`, \[`name`\] |
+//! | `brownout_latency_seconds` | histogram | seconds | `layer`, \[`name`\] |
 //! | `brownout_latency_quantile_seconds` | gauge | seconds | `layer`, `quantile` (`0.5`, `0.95`, `0.99`) |
 //! | `brownout_latency_sample_every` | gauge | — | `layer` (one request in this many is timed) |
 //! | `brownout_breaker_state` | gauge | — | `breaker` (0 closed, 1 half-open, 2 open) |
-//! | `brownout_concurrency_limit` | gauge | count | `layer`, [`name`] |
-//! | `brownout_timeout_seconds` | gauge | seconds | `layer`, [`name`] |
-//! | `brownout_retry_budget` | gauge | count | `layer`, [`name`] |
+//! | `brownout_concurrency_limit` | gauge | count | `layer`, \[`name`\] |
+//! | `brownout_timeout_seconds` | gauge | seconds | `layer`, \[`name`\] |
+//! | `brownout_retry_budget` | gauge | count | `layer`, \[`name`\] |
 //! | `brownout_shutdown_phase` | gauge | — | — (0 running, 1 draining, 2 terminated) |
 //!
-//! `[name]` is present only for a layer instance built with a name
+//! `name` is present only for a layer instance built with a name
 //! ([`DecisionMetrics::named`]), so two instances of one layer type (per-route limits, two
 //! breakers) can be told apart; unnamed instances carry only `layer`, as before.
 //!
