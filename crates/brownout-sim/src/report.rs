@@ -187,14 +187,15 @@ pub struct LimitSample {
 ///   the service time of every request that arrived (× the slowdown factor): 100 % is the
 ///   best any scheduler can do with the arrivals it got. Counting work rather than requests
 ///   keeps the figure from drifting with the random count and sizes of the arrivals (±2 %
-///   over a few seconds); it can exceed 100 % by the work that finished in the window but
-///   arrived just before it.
+///   over a few seconds); it can exceed 100 % by the work done in the window for requests
+///   that arrived before it.
 /// - **priority score**: `Σ_c w_c · good_c / Σ_c w_c · reference_c` with the [`WEIGHTS`]
 ///   16/8/4/2/1, where `reference_c` is what the [reference
 ///   scheduler](#the-reference-scheduler) answers of class `c` on the same arrivals: the
-///   best a scheduler can do. 100 % means the stack served as much important work as that
-///   scheduler; a priority-blind stack at 4× load scores about 40 %. It can exceed 100 % by
-///   a point or two (see below).
+///   best a strict-priority scheduler does without seeing service times, its queue timeout
+///   tuned in hindsight. 100 % means the stack served as much important work as that
+///   scheduler; a priority-blind stack scores about 50 % at 4× load and 40 % at 8×. It can
+///   exceed 100 % by a point or two (see below).
 /// - **fluid score**: the same sum against the **fluid bound** `fluid_c` ([`water_fill`]):
 ///   classes served in priority order, each fully before the next, until the capacity is
 ///   used, as if work were a fluid. Computed per phase (before/while/after a slowdown) and
@@ -208,8 +209,8 @@ pub struct LimitSample {
 /// worker is free it starts the oldest waiting request of the most important class, and it
 /// drops a request that waited longer than its queue timeout. Like any real server it does
 /// not know a service time before the work is done, so work that ends after the client's
-/// deadline is wasted. What it knows in hindsight is the future: its queue timeout is
-/// chosen per phase, among 25 values up to the deadline, as the one that maximizes the
+/// deadline is wasted. What it has that no real scheduler has is hindsight: its queue
+/// timeout is chosen per phase, among 25 values up to the deadline, as the one that maximizes the
 /// phase's weighted answers (the chosen value is [`Window::reference_timeout`]). An answer
 /// counts for the phase its request arrived in when its work started before that phase
 /// ended, so that the reference has the phase's capacity, as the fluid bound does; the
