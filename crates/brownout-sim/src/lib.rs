@@ -1,5 +1,5 @@
 //! Overload simulation harness: the same open-loop traffic through several tower stacks, in
-//! virtual time, scored against the best any scheduler could do.
+//! virtual time, scored against a reference scheduler run on the same traffic.
 //!
 //! A [`Scenario`] describes Poisson arrivals of five request classes at a multiple of the
 //! backend's capacity, a mock [`Backend`] of `N` workers whose work cannot be cancelled,
