@@ -242,8 +242,9 @@ impl Model {
                             continue;
                         }
                         let done = now + self.service(k, factor);
-                        state.free.pop();
-                        state.free.push(Reverse(done));
+                        if let Some(mut worker) = state.free.peek_mut() {
+                            *worker = Reverse(done);
+                        }
                         // An answer exactly at the deadline counts, as for the client.
                         if done <= self.at[k] + self.deadline {
                             started(k, now);
