@@ -43,10 +43,20 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self {
-            Optional::Layered(svc) => OptionalFuture::layered(svc.call(req)),
-            Optional::Bypassed(svc) => OptionalFuture::bypassed(svc.call(req)),
+            Optional::Layered(svc) => OptionalFuture::layered(call_out_of_line(svc, req)),
+            Optional::Bypassed(svc) => OptionalFuture::bypassed(call_out_of_line(svc, req)),
         }
     }
+}
+
+/// The wrapped service's `call`, kept out of line. Inlined, the layer's own `call` writes
+/// its future into a temporary on one of several paths that LLVM cannot merge, and it is
+/// copied into ours (hundreds of bytes per layer per request); called, it writes straight
+/// into the `OptionalFuture` (see "Facade http and gRPC stacks" in
+/// docs/benchmarks/brownout.md).
+#[inline(never)]
+pub(crate) fn call_out_of_line<S: Service<Req>, Req>(svc: &mut S, req: Req) -> S::Future {
+    svc.call(req)
 }
 
 pin_project! {

@@ -138,17 +138,30 @@ where
         // keeping a `LoadSignal` clone in every future would cost shared reference-count
         // updates per request, which contend when many threads serve.
         let level = self.signal.as_ref().map(LoadSignal::level);
-        let state = match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => State::Running { future },
+        // The whole future is built inside `catch_unwind`, from an inner `call` kept out of
+        // line: inside `catch_unwind` every call may unwind to the catch, which keeps LLVM
+        // from writing a callee's future straight into its caller's, so the layers below
+        // build theirs in the out-of-line call and the result is copied once (returning the
+        // bare inner future through `catch_unwind`'s `Result` and into `State` and then
+        // `AnswerFuture` copied it, hundreds of bytes, several times per request).
+        let inner = &mut self.inner;
+        let answer = &self.answer;
+        match catch_unwind(AssertUnwindSafe(move || AnswerFuture {
+            state: State::Running {
+                future: crate::optional::call_out_of_line(inner, req),
+            },
+            level,
+            answer: answer.clone(),
+        })) {
+            Ok(future) => future,
             Err(panic) => {
                 log_panic(&*panic, A::PANIC_ANSWER);
-                State::Panicked
+                AnswerFuture {
+                    state: State::Panicked,
+                    level,
+                    answer: self.answer.clone(),
+                }
             }
-        };
-        AnswerFuture {
-            state,
-            level,
-            answer: self.answer.clone(),
         }
     }
 }
@@ -226,5 +239,47 @@ where
                 .or_insert_with(|| level_value(level));
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{Ready, ready};
+
+    use brownout_core::LoadLevel;
+
+    use super::*;
+
+    /// Panics in `call` on odd requests, answers 200 on even ones.
+    #[derive(Clone)]
+    struct PanicOnOdd;
+
+    impl Service<u32> for PanicOnOdd {
+        type Response = Response<String>;
+        type Error = BoxError;
+        type Future = Ready<Result<Response<String>, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            assert!(req.is_multiple_of(2), "bug in call with secret abc123");
+            ready(Ok(Response::new(String::from("ok"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn panic_in_call_answers_500_with_the_level_then_serves_again() {
+        let mut svc = AnsweringLayer::<HttpAnswer>::new()
+            .with_level_header(LoadSignal::fixed(LoadLevel::High))
+            .layer(PanicOnOdd);
+        for (req, status) in [(1, 500), (2, 200), (3, 500), (4, 200)] {
+            std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+            let response = svc.call(req).await.unwrap();
+            assert_eq!(response.status(), status, "request {req}");
+            assert_eq!(response.headers()[LOAD_LEVEL_HEADER], "high");
+            assert!(!response.body().contains("abc123"));
+        }
     }
 }
