@@ -51,9 +51,17 @@ impl<B: From<String>> Answer<B> for HttpAnswer {
     }
 }
 
-/// The `x-load-level` value for `level`.
+/// The `x-load-level` value for `level`, made at compile time: `HeaderValue::from_static`
+/// checks every byte when it runs, and this is stamped on every response.
 pub(crate) const fn level_value(level: LoadLevel) -> HeaderValue {
-    brownout_core::headers::level_value(level)
+    use brownout_core::headers::level_value as value;
+    match level {
+        LoadLevel::Normal => const { value(LoadLevel::Normal) },
+        LoadLevel::Elevated => const { value(LoadLevel::Elevated) },
+        LoadLevel::High => const { value(LoadLevel::High) },
+        LoadLevel::Critical => const { value(LoadLevel::Critical) },
+        LoadLevel::Emergency => const { value(LoadLevel::Emergency) },
+    }
 }
 
 /// The layer of [`Answering`]: answers errors and panics with `A`'s responses, and

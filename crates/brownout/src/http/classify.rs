@@ -6,6 +6,9 @@ use std::sync::Arc;
 use brownout_core::{Classify, Priority};
 use http::{HeaderName, Method, Request};
 
+/// RFC 9218's `priority` header, parsed once (a `&str` name is parsed on every lookup).
+const RFC9218_PRIORITY: HeaderName = HeaderName::from_static("priority");
+
 #[derive(Clone)]
 enum Rule {
     Header(HeaderName),
@@ -143,7 +146,7 @@ impl<B> Classify<Request<B>> for HttpClassifier {
                     .map(|p| self.capped(p)),
                 Rule::Rfc9218 => req
                     .headers()
-                    .get("priority")
+                    .get(RFC9218_PRIORITY)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Priority::from_rfc9218)
                     .map(|p| self.capped(p)),

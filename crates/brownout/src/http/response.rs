@@ -67,26 +67,51 @@ fn explanation(reason: RejectReason) -> &'static str {
 /// ```
 pub fn rejection_response<B: From<String>>(rejected: &Rejected) -> Response<B> {
     let reason = rejected.reason();
-    let body = format!("{}: {}\n", reason.as_str(), explanation(reason));
-    let mut response = Response::new(B::from(body));
+    let mut response = Response::new(B::from(body(reason)));
     *response.status_mut() = status_for(reason);
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, TEXT_PLAIN);
     headers.insert(LOAD_LEVEL_HEADER, level_value(rejected.level()));
-    headers.insert(
-        REJECT_REASON_HEADER,
-        brownout_core::headers::reason_value(reason),
-    );
+    headers.insert(REJECT_REASON_HEADER, reason_value(reason));
     if let Some(after) = rejected.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
     }
     if reason == RejectReason::ShuttingDown {
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(CONNECTION, const { HeaderValue::from_static("close") });
     }
     response
+}
+
+/// `Content-Type` of the answers' one-line bodies (made at compile time:
+/// `HeaderValue::from_static` checks every byte when it runs).
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// The body of a rejection: `<reason>: <explanation>` and a newline, without the
+/// formatting machinery (one allocation of the right size).
+fn body(reason: RejectReason) -> String {
+    let (name, why) = (reason.as_str(), explanation(reason));
+    let mut body = String::with_capacity(name.len() + why.len() + 3);
+    body.push_str(name);
+    body.push_str(": ");
+    body.push_str(why);
+    body.push('\n');
+    body
+}
+
+/// The `x-reject-reason` value for `reason`, made at compile time for the known reasons.
+fn reason_value(reason: RejectReason) -> HeaderValue {
+    use brownout_core::headers::reason_value as value;
+    match reason {
+        RejectReason::Shed => const { value(RejectReason::Shed) },
+        RejectReason::QueueFull => const { value(RejectReason::QueueFull) },
+        RejectReason::QueueTimeout => const { value(RejectReason::QueueTimeout) },
+        RejectReason::RateLimited => const { value(RejectReason::RateLimited) },
+        RejectReason::CircuitOpen => const { value(RejectReason::CircuitOpen) },
+        RejectReason::Timeout => const { value(RejectReason::Timeout) },
+        RejectReason::ShuttingDown => const { value(RejectReason::ShuttingDown) },
+        RejectReason::BudgetExhausted => const { value(RejectReason::BudgetExhausted) },
+        other => value(other),
+    }
 }
 
 /// The response for any error out of a stack: a rejection's own response, or a bare 500
@@ -103,10 +128,7 @@ pub fn error_response<B: From<String>>(
 pub(super) fn internal_error<B: From<String>>() -> Response<B> {
     let mut response = Response::new(B::from("internal server error\n".to_owned()));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
     response
 }
 
@@ -172,6 +194,24 @@ mod tests {
         let response: Response<String> = error_response(&*err);
         assert_eq!(response.status(), 500);
         assert!(!response.body().contains("hunter2"));
+    }
+
+    #[test]
+    fn bodies_and_reason_values_name_every_reason() {
+        for reason in RejectReason::ALL {
+            let expected = format!("{}: {}\n", reason.as_str(), explanation(reason));
+            assert_eq!(body(reason), expected);
+            assert_eq!(
+                reason_value(reason),
+                brownout_core::headers::reason_value(reason)
+            );
+        }
+        for level in LoadLevel::ALL {
+            assert_eq!(
+                level_value(level),
+                brownout_core::headers::level_value(level)
+            );
+        }
     }
 
     #[test]
