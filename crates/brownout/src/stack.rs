@@ -17,6 +17,7 @@ use brownout_shed::{LoadShed, LoadShedBuilder, LoadShedConfig, LoadShedLayer};
 use brownout_shutdown::{Shutdown, ShutdownGuard, ShutdownGuardLayer};
 use brownout_timeout::{
     AdaptiveTimeout, AdaptiveTimeoutBuilder, AdaptiveTimeoutConfig, AdaptiveTimeoutLayer,
+    HttpDeadline,
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -510,7 +511,15 @@ impl<A, O> BrownoutBuilder<A, O> {
                 let config = configure(AdaptiveTimeoutConfig::builder().policy(&self.policy))
                     .build()
                     .map_err(|e| e.within("timeout"))?;
-                Some(AdaptiveTimeoutLayer::new(config).with_signal(signal.clone()))
+                let layer = AdaptiveTimeoutLayer::new(config).with_signal(signal.clone());
+                // The deadline layer runs first and stores the caller's deadline: when it
+                // reads `grpc-timeout`, reading that header again here (by name, parsed per
+                // request) could only find a later deadline, never change the earlier one.
+                Some(if self.deadline.reads_grpc_timeout() {
+                    layer.caller_deadline(HttpDeadline::extensions_only())
+                } else {
+                    layer
+                })
             }
             None => None,
         };

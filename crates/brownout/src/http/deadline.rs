@@ -79,6 +79,12 @@ impl DeadlineLayer {
         self
     }
 
+    /// Whether this layer reads `grpc-timeout` (then the deadline it stores already holds
+    /// everything that header says, capped by [`max`](Self::max)).
+    pub(crate) fn reads_grpc_timeout(&self) -> bool {
+        self.header == brownout_core::headers::GRPC_TIMEOUT
+    }
+
     fn timeout_of<B>(&self, req: &Request<B>) -> Option<Duration> {
         let asked = req
             .headers()
