@@ -102,6 +102,10 @@ fn admit(c: &mut Criterion) {
     group.bench_function("brownout_PriorityAdmission_gradient", |b| {
         b.iter(|| once(&mut gradient, &mut cx, black_box(1)))
     });
+    let mut keyed = keyed_admit();
+    group.bench_function("brownout_PriorityAdmission_keyed_rate", |b| {
+        b.iter(|| once(&mut keyed, &mut cx, black_box(1)))
+    });
     group.finish();
 
     allocations_per_request("bare", &mut Echo);
@@ -117,6 +121,7 @@ fn admit(c: &mut Criterion) {
         "PriorityAdmission gradient (admit)",
         &mut admission(Limit::gradient(GradientConfig::default())).layer(Echo),
     );
+    allocations_per_request("PriorityAdmission keyed rate (admit)", &mut keyed_admit());
 }
 
 /// A service that never finishes, to hold permits.
@@ -232,7 +237,7 @@ fn rate_limited(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
     limited
 }
 
-/// brownout: per-key rate limit (governor's keyed limiter, one key), bucket empty.
+/// brownout: per-key rate limit (one u32 key), bucket empty.
 fn keyed_rate_limited(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
     let mut keyed = PriorityAdmissionLayer::builder()
         .limit(Limit::fixed(1024))
@@ -244,6 +249,40 @@ fn keyed_rate_limited(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
         .layer(Echo);
     assert!(once(&mut keyed, cx, 0));
     keyed
+}
+
+/// brownout: per-key rate limit, a ~12-byte tenant name as the key (`&'static str`: the
+/// hash and comparison of a string key, without an extractor that allocates), bucket empty.
+fn keyed_rate_limited_str(cx: &mut Context<'_>) -> impl Service<u64> + 'static {
+    let mut keyed = PriorityAdmissionLayer::builder()
+        .limit(Limit::fixed(1024))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .keyed_rate_limit(
+            |_: &u64| Some(black_box("tenant-00042")),
+            RateLimit::per_second(0.001).burst(1),
+        )
+        .build()
+        .unwrap()
+        .layer(Echo);
+    assert!(once(&mut keyed, cx, 0));
+    keyed
+}
+
+/// brownout: per-key rate limit with room (10⁹/s, full burst): the keyed admit (clock read
+/// and CAS), key u32.
+fn keyed_admit() -> impl Service<u64> + 'static {
+    PriorityAdmissionLayer::builder()
+        .limit(Limit::fixed(1024))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .keyed_rate_limit(
+            |_: &u64| Some(7u32),
+            RateLimit::per_second(1e9).burst(u32::MAX),
+        )
+        .build()
+        .unwrap()
+        .layer(Echo)
 }
 
 /// tower: RateLimit with an exhausted budget (poll_ready is Pending; no rejection).
@@ -269,6 +308,7 @@ fn reject(c: &mut Criterion) {
     let mut qfull = queue_full_locked(&mut cx, &mut holds);
     let mut limited = rate_limited(&mut cx);
     let mut keyed = keyed_rate_limited(&mut cx);
+    let mut keyed_str = keyed_rate_limited_str(&mut cx);
     let mut tower_rate = tower_rate_exhausted(&mut cx);
 
     let mut group = c.benchmark_group("reject");
@@ -287,6 +327,9 @@ fn reject(c: &mut Criterion) {
     group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
         b.iter(|| once(&mut keyed, &mut cx, black_box(1)))
     });
+    group.bench_function("brownout_PriorityAdmission_keyed_rate_limited_str", |b| {
+        b.iter(|| once(&mut keyed_str, &mut cx, black_box(1)))
+    });
     group.bench_function("tower_RateLimit_exhausted_poll_ready", |b| {
         b.iter(|| once(&mut tower_rate, &mut cx, black_box(1)))
     });
@@ -297,6 +340,7 @@ fn reject(c: &mut Criterion) {
     allocations_per_request("PriorityAdmission queue full (locked)", &mut qfull);
     allocations_per_request("PriorityAdmission rate limited", &mut limited);
     allocations_per_request("PriorityAdmission keyed rate limited", &mut keyed);
+    allocations_per_request("PriorityAdmission keyed rate limited (str)", &mut keyed_str);
     drop(holds);
 }
 
@@ -340,6 +384,11 @@ fn cpu_time(_: &mut Criterion) {
             1,
         ),
         cpu_row(
+            "admit/brownout_PriorityAdmission_keyed_rate",
+            keyed_admit(),
+            1,
+        ),
+        cpu_row(
             "reject/tower_LoadShed_ConcurrencyLimit_full",
             tower_shed_full(&mut cx, &mut holds),
             1,
@@ -362,6 +411,11 @@ fn cpu_time(_: &mut Criterion) {
         cpu_row(
             "reject/brownout_PriorityAdmission_keyed_rate_limited",
             keyed_rate_limited(&mut cx),
+            1,
+        ),
+        cpu_row(
+            "reject/brownout_PriorityAdmission_keyed_rate_limited_str",
+            keyed_rate_limited_str(&mut cx),
             1,
         ),
         cpu_row(

@@ -13,9 +13,10 @@ use brownout_core::{
 use metrics::SharedString;
 
 use crate::extract::{DeadlineFromExtensions, KeyedBy, NoKey};
+use crate::keyed::KeyedRate;
 use crate::layer::PriorityAdmissionLayer;
 use crate::limit::{Algorithm, Limit};
-use crate::rate::{GlobalRate, KeyedRate, RateLimit};
+use crate::rate::{GlobalRate, RateLimit};
 use crate::shared::{Settings, Shared};
 
 /// How long a request may wait in the queue (its own deadline always applies too).

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use brownout_core::{Deadline, LoadLevel};
 
-use crate::rate::{KeyedRate, RetryAfter};
+use crate::keyed::KeyedRate;
+use crate::rate::RetryAfter;
 
 /// Reads the caller's deadline from a request.
 ///

@@ -55,13 +55,15 @@
 //!   whose deadline has already passed is refused on arrival.
 //! * **Hand-off** — a released permit goes straight to the best waiter under the queue lock;
 //!   newcomers cannot overtake waiters.
-//! * **Rate limits** — through `governor` (GCRA) on tokio's clock: global
-//!   ([`rate_limit`]) and per key ([`keyed_rate_limit`], checked first, so what a key refuses
-//!   spends none of the global rate); `RateLimited` carries governor's
-//!   `retry_after`. Rate and burst are scaled by `Policy::rate` (100/80/60/40/20 %) with one
-//!   limiter per level, exact for any burst (charging `1 / scale` cells per request in one
-//!   limiter would keep state across level changes, but cannot keep a small burst exact).
-//!   Idle keys are expired with `retain_recent` every [`key_idle_sweep`].
+//! * **Rate limits** — GCRA on tokio's clock: global ([`rate_limit`], through `governor`)
+//!   and per key ([`keyed_rate_limit`], governor's algorithm in a sharded per-key store;
+//!   checked first, so what a key refuses spends none of the global rate); `RateLimited`
+//!   carries the `retry_after`. Rate and burst are scaled by `Policy::rate`
+//!   (100/80/60/40/20 %) with one state per level, exact for any burst (charging `1 / scale`
+//!   cells per request in one limiter would keep state across level changes, but cannot
+//!   keep a small burst exact). During a flood most refusals, global or per key, are
+//!   decided without a clock read. Keys idle at every level are forgotten every
+//!   [`key_idle_sweep`].
 //! * **Reserved shares** — [`reserve`] holds a share of the limit for one class.
 //! * **Shared state** — every clone of the layer and of the service shares one `Arc`.
 //!
@@ -143,6 +145,7 @@ mod limit;
 #[cfg(brownout_loom)]
 #[doc(hidden)]
 pub mod model;
+mod keyed;
 mod rate;
 mod shared;
 mod telemetry;

@@ -1,7 +1,8 @@
-//! Rate limits through `governor`, scaled per load level, on tokio's (pausable) clock.
+//! Rate limits scaled per load level, on tokio's (pausable) clock: the global one through
+//! `governor`, and the thread-local clock reading that lets both the global and the per-key
+//! limits (`crate::keyed`) refuse a flood without reading the clock.
 
 use std::cell::Cell;
-use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,7 +12,6 @@ use brownout_core::{LevelTable, LoadLevel};
 use governor::clock::{Clock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
@@ -30,7 +30,9 @@ use tokio::time::Instant;
 /// flood is admitted exactly when tokens free up. If a flood stops abruptly and requests
 /// come back after a token is free, each thread may refuse up to 16 of them from its old
 /// reading (with a `retry_after` too long by the pause) before it reads the clock again.
-/// Per-key limits always read the clock.
+/// Per-key limits ([`keyed_rate_limit`](crate::PriorityAdmissionBuilder::keyed_rate_limit))
+/// do the same per key: a key's flood is refused from the thread's last reading, and other
+/// keys are decided on their own state.
 ///
 /// ```
 /// use brownout_admission::RateLimit;
@@ -95,7 +97,7 @@ impl RateLimit {
     }
 
     /// The governor quota at rate scale `scale`: rate and burst both scaled, burst ≥ 1.
-    fn quota(&self, scale: f64) -> Quota {
+    pub(crate) fn quota(&self, scale: f64) -> Quota {
         let per_second = self.per_second * scale;
         let period_ns = (1e9 / per_second).round().clamp(1.0, 1e18) as u64;
         let burst = (f64::from(self.burst) * scale).round().max(1.0) as u32;
@@ -149,7 +151,7 @@ impl Reference for TokioInstant {
 /// rate limiters arrive at least one per this many nanoseconds (100 000 per second).
 const FLOOD_INTERVAL_NS: u64 = 10_000;
 /// At most this many refusals in a row are decided without a clock read, per thread.
-const MAX_UNREAD: u32 = 16;
+pub(crate) const MAX_UNREAD: u32 = 16;
 
 /// What this thread last read from a [`TokioClock`], and how many refusals it may still
 /// decide from that reading.
@@ -200,11 +202,17 @@ thread_local! {
 }
 
 impl TokioClock {
-    fn new() -> TokioClock {
+    pub(crate) fn new() -> TokioClock {
         TokioClock {
             origin: brownout_core::clock::now(),
             id: CLOCK_IDS.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// The instant this clock counts from.
+    #[cfg(test)]
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// The instant of the clock read by the `check` that just returned on this thread.
@@ -213,13 +221,19 @@ impl TokioClock {
         TokioInstant(Nanos::new(READING.with(|r| r.last_ns.get())))
     }
 
-    /// A refusal decided from `until` (a limiter's cached "not before", in this clock's
+    /// Reads the clock (recording the reading in this thread's [`Reading`]): nanoseconds
+    /// since this clock's origin.
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.now().0.as_u64()
+    }
+
+    /// A refusal decided from `until` (a limiter's "not before", in this clock's
     /// nanoseconds; 0 for none) and this thread's last reading, without reading the clock:
     /// `Some(retry_after)` when the thread has credit left and its last reading was before
     /// `until`; `None` to check for real.
     #[inline]
-    fn cached_refusal(&self, until: &AtomicU64) -> Option<RetryAfter> {
-        let until = until.load(Ordering::Relaxed);
+    pub(crate) fn cached_refusal(&self, until: u64) -> Option<RetryAfter> {
         if until == 0 {
             return None;
         }
@@ -267,7 +281,7 @@ impl TokioClock {
     /// thread's requests arrive at least one per [`FLOOD_INTERVAL_NS`]; then as many as fit
     /// before `until` at that pace less one, at most twice the requests the last gap covered
     /// (the credit grows only with a sustained flood) and at most [`MAX_UNREAD`].
-    fn grant(now: u64, until: u64, retry: RetryAfter) {
+    pub(crate) fn grant(now: u64, until: u64, retry: RetryAfter) {
         READING.with(|r| {
             r.streak_until.set(until);
             r.streak_retry.set(retry);
@@ -320,7 +334,6 @@ impl Clock for TokioClock {
 }
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
-type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 /// The outcome of a refused check: when to come back.
 pub(crate) type RetryAfter = Duration;
@@ -384,7 +397,8 @@ impl GlobalRate {
     #[inline]
     pub(crate) fn check(&self, level: LoadLevel) -> Result<(), RetryAfter> {
         let rate = &self.levels[level];
-        if let Some(retry) = self.clock.cached_refusal(&rate.refuse_until) {
+        let until = rate.refuse_until.load(Ordering::Relaxed);
+        if let Some(retry) = self.clock.cached_refusal(until) {
             return Err(retry);
         }
         self.check_governor(rate)
@@ -409,64 +423,8 @@ impl GlobalRate {
     }
 }
 
-/// One keyed limiter per level; idle keys expired every `idle_sweep`.
-///
-/// Every check reads the clock once (inside governor), the sweep reuses that reading. No
-/// refusal cache: governor's keyed limiter reads the clock before it looks the key up, so a
-/// per-key cache would need a second map.
-#[derive(Debug)]
-pub(crate) struct KeyedRate<K: Hash + Eq + Clone> {
-    limiters: LevelTable<Keyed<K>>,
-    clock: TokioClock,
-    sweep_every_ns: u64,
-    last_sweep_ns: AtomicU64,
-}
-
-impl<K: Hash + Eq + Clone> KeyedRate<K> {
-    pub(crate) fn new(limit: RateLimit, rate: &LevelTable<f64>, idle_sweep: Duration) -> Self {
-        let clock = TokioClock::new();
-        KeyedRate {
-            limiters: LevelTable::from_fn(|level| {
-                RateLimiter::hashmap_with_clock(limit.quota(rate[level]), clock)
-            }),
-            clock,
-            sweep_every_ns: u64::try_from(idle_sweep.as_nanos()).unwrap_or(u64::MAX),
-            last_sweep_ns: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn check(&self, key: &K, level: LoadLevel) -> Result<(), RetryAfter> {
-        let result = self.limiters[level].check_key(key);
-        let now = self.clock.last_read();
-        self.maybe_sweep(now.0.as_u64());
-        result.map_err(|not_until| not_until.wait_time_from(now))
-    }
-
-    /// Forgets keys whose state is back to "full burst available" (governor's
-    /// `retain_recent`) once per sweep period; one CAS decides which caller sweeps.
-    fn maybe_sweep(&self, now: u64) {
-        let last = self.last_sweep_ns.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= self.sweep_every_ns
-            && self
-                .last_sweep_ns
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            for (_, limiter) in self.limiters.iter() {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
-        }
-    }
-
-    /// Keys currently tracked (all levels).
-    pub(crate) fn len(&self) -> usize {
-        self.limiters.iter().map(|(_, l)| l.len()).sum()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -488,15 +446,16 @@ mod tests {
         assert_eq!(retry, Duration::from_millis(500));
     }
 
-    /// The GCRA the limiters must agree with, on exact virtual nanoseconds, with no cache.
-    struct Reference {
-        t: u64,
-        tau: u64,
-        tat: Option<u64>,
+    /// The GCRA the limiters must agree with, on exact virtual nanoseconds, with no cache
+    /// (also the oracle of the keyed limiter's tests, `crate::keyed`).
+    pub(crate) struct Reference {
+        pub(crate) t: u64,
+        pub(crate) tau: u64,
+        pub(crate) tat: Option<u64>,
     }
 
     impl Reference {
-        fn new(per_second: u64, burst: u64) -> Reference {
+        pub(crate) fn new(per_second: u64, burst: u64) -> Reference {
             // governor's period: 1 s / rate, rounded to the nanosecond.
             let t = (1_000_000_000 + per_second / 2) / per_second;
             Reference {
@@ -507,7 +466,7 @@ mod tests {
         }
 
         /// How long a request at `now` must wait, without taking it (0 if it conforms).
-        fn wait_at(&self, now: u64) -> u64 {
+        pub(crate) fn wait_at(&self, now: u64) -> u64 {
             self.tat
                 .unwrap_or(now)
                 .saturating_sub(self.tau)
@@ -515,12 +474,12 @@ mod tests {
         }
 
         /// Whether a request at `now` would conform, without taking it.
-        fn conforms(&self, now: u64) -> bool {
+        pub(crate) fn conforms(&self, now: u64) -> bool {
             now >= self.tat.unwrap_or(now).saturating_sub(self.tau)
         }
 
         /// `Err(wait)` when a request at `now` does not conform.
-        fn check(&mut self, now: u64) -> Result<(), u64> {
+        pub(crate) fn check(&mut self, now: u64) -> Result<(), u64> {
             let tat = self.tat.unwrap_or(now);
             let earliest = tat.saturating_sub(self.tau);
             if now < earliest {
@@ -532,11 +491,11 @@ mod tests {
     }
 
     /// Refusals this thread may still decide without a clock read.
-    fn credit() -> u32 {
+    pub(crate) fn credit() -> u32 {
         READING.with(|r| r.credit.get())
     }
 
-    fn ns(since: Instant) -> u64 {
+    pub(crate) fn ns(since: Instant) -> u64 {
         nanos_since(Instant::now(), since)
     }
 
@@ -783,24 +742,12 @@ mod tests {
         assert!(credit() > 0);
         // `other` never refused: no cached instant, governor decides (and admits).
         assert!(other.check(LoadLevel::Normal).is_ok());
-        // Keyed limits keep no cache: a flooded key does not refuse another key.
-        let keyed = KeyedRate::new(
-            RateLimit::per_second(1.0).burst(1),
-            &table,
-            Duration::from_secs(60),
-        );
-        assert!(keyed.check(&0u32, LoadLevel::Normal).is_ok());
-        for i in 1..100u32 {
-            tokio::time::advance(Duration::from_micros(1)).await;
-            assert!(keyed.check(&0, LoadLevel::Normal).is_err());
-            assert!(keyed.check(&i, LoadLevel::Normal).is_ok(), "key {i}");
-        }
     }
 
     /// Gaps between requests: mostly a flood (< 3 µs), some slower, a few long pauses.
     /// Arrivals: the gap before each request (mostly a flood under 3 µs, some slower, a few
     /// long pauses) and its level (mostly Normal, sometimes Elevated or Emergency).
-    fn arrivals() -> impl Strategy<Value = Vec<(u64, LoadLevel)>> {
+    pub(crate) fn arrivals() -> impl Strategy<Value = Vec<(u64, LoadLevel)>> {
         let gap = prop_oneof![
             8 => 0u64..3_000,
             1 => 3_000u64..200_000,
@@ -875,19 +822,6 @@ mod tests {
                 Ok(())
             })?;
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn keyed_sweep_forgets_idle_keys() {
-        let table = LevelTable::default_rate();
-        let rate = KeyedRate::new(RateLimit::per_second(100.0), &table, Duration::from_secs(1));
-        for k in 0..100u32 {
-            assert!(rate.check(&k, LoadLevel::Normal).is_ok());
-        }
-        assert_eq!(rate.len(), 100);
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(rate.check(&1000, LoadLevel::Normal).is_ok());
-        assert!(rate.len() <= 1, "idle keys expired, len {}", rate.len());
     }
 
     #[test]
