@@ -550,6 +550,7 @@ impl<A, O> BrownoutBuilder<A, O> {
             timeout,
             degradation,
             monitor: Arc::new(monitor),
+            extensions: sized_extensions(),
         };
         Ok(Brownout {
             layer,
@@ -594,6 +595,8 @@ pub struct BrownoutLayer<A = HttpAnswer, O = HttpOutcome> {
     timeout: Option<AdaptiveTimeoutLayer>,
     degradation: DegradationLayer,
     monitor: Arc<Monitor>,
+    /// An empty extension map with room for what the stack inserts (see [`BrownoutService`]).
+    extensions: http::Extensions,
 }
 
 impl<A, O> fmt::Debug for BrownoutLayer<A, O> {
@@ -636,8 +639,24 @@ impl<S, A: Clone, O: Clone> Layer<S> for BrownoutLayer<A, O> {
         BrownoutService {
             inner: self.response.layer(svc),
             _monitor: self.monitor.clone(),
+            extensions: self.extensions.clone(),
         }
     }
+}
+
+/// An empty extension map whose table has room for the four entries the stack inserts:
+/// `Extensions` has no `with_capacity`, but a cleared map keeps its table, and a clone of
+/// it has a table of the same size.
+fn sized_extensions() -> http::Extensions {
+    #[derive(Clone, Copy)]
+    struct Slot<const N: u8>;
+    let mut extensions = http::Extensions::new();
+    extensions.insert(Slot::<0>);
+    extensions.insert(Slot::<1>);
+    extensions.insert(Slot::<2>);
+    extensions.insert(Slot::<3>);
+    extensions.clear();
+    extensions
 }
 
 /// The service of [`BrownoutLayer`]: `Error = Infallible`, rejections answered as responses.
@@ -645,6 +664,8 @@ pub struct BrownoutService<S, A = HttpAnswer, O = HttpOutcome> {
     inner: Answered<S, A, O>,
     /// Keeps the monitor's detector running while any service of the stack exists.
     _monitor: Arc<Monitor>,
+    /// Given to requests that arrive with no extensions (see `call`).
+    extensions: http::Extensions,
 }
 
 impl<S, A, O> Clone for BrownoutService<S, A, O>
@@ -655,6 +676,7 @@ where
         BrownoutService {
             inner: self.inner.clone(),
             _monitor: self._monitor.clone(),
+            extensions: self.extensions.clone(),
         }
     }
 }
@@ -665,13 +687,13 @@ impl<S, A, O> fmt::Debug for BrownoutService<S, A, O> {
     }
 }
 
-impl<S, A, O, Req> Service<Req> for BrownoutService<S, A, O>
+impl<S, A, O, B> Service<http::Request<B>> for BrownoutService<S, A, O>
 where
-    Answered<S, A, O>: Service<Req>,
+    Answered<S, A, O>: Service<http::Request<B>>,
 {
-    type Response = <Answered<S, A, O> as Service<Req>>::Response;
-    type Error = <Answered<S, A, O> as Service<Req>>::Error;
-    type Future = <Answered<S, A, O> as Service<Req>>::Future;
+    type Response = <Answered<S, A, O> as Service<http::Request<B>>>::Response;
+    type Error = <Answered<S, A, O> as Service<http::Request<B>>>::Error;
+    type Future = <Answered<S, A, O> as Service<http::Request<B>>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -679,7 +701,14 @@ where
     }
 
     #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The stack inserts up to four extensions (Priority, Deadline, LoadLevel,
+        // Degradation); into a request that has none, the first insert would make a table
+        // for three that the fourth then grows (an allocation, a rehash and a free). A
+        // request without extensions gets an empty table with room for them instead.
+        if req.extensions().is_empty() {
+            *req.extensions_mut() = self.extensions.clone();
+        }
         self.inner.call(req)
     }
 }
