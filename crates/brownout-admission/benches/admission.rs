@@ -521,6 +521,29 @@ fn contention(c: &mut Criterion) {
     group.bench_function("brownout_PriorityAdmission_rate_limited", |b| {
         b.iter_custom(|iters| run(|| layer.layer(Echo), iters))
     });
+    // Both threads refused by one key's rate limit whose bucket is empty.
+    let keyed = PriorityAdmissionLayer::builder()
+        .limit(Limit::fixed(1024))
+        .classifier(Fixed(Priority::High))
+        .deadline(NoDeadline)
+        .keyed_rate_limit(|_: &u64| Some(7u32), RateLimit::per_second(0.001).burst(1))
+        .build()
+        .unwrap();
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        once(
+            &mut keyed.layer(Echo),
+            &mut Context::from_waker(Waker::noop()),
+            0,
+        );
+    }
+    group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
+        b.iter_custom(|iters| run(|| keyed.layer(Echo), iters))
+    });
     group.finish();
 }
 

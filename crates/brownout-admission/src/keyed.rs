@@ -2,21 +2,25 @@
 //! decided from the thread's last clock reading while a key floods.
 //!
 //! governor's keyed limiter reads the clock before it looks the key up, behind one mutex
-//! for all keys: every keyed refusal paid a clock read (~25–30 ns here) and the global lock.
-//! This store keeps governor's algorithm (GCRA: per key and level one "theoretical arrival
-//! time", updated by compare-and-swap) in shards chosen by the key's hash, each a
-//! `RwLock<HashMap>` that is only read-locked for keys it already holds (write-locked to
-//! insert a new key, and by the idle sweep), and looks the key up *before* the clock: a
-//! key that floods is refused against its own "not before" instant with the thread's last
-//! reading ([`TokioClock::cached_refusal`]), exactly as the global limit refuses.
+//! for all keys: every keyed refusal paid a clock read (~25–30 ns here), SipHash and the
+//! global lock. This store keeps governor's algorithm (GCRA: per key and level one
+//! "theoretical arrival time", updated by compare-and-swap) in shards chosen by the key's
+//! hash, each a `RwLock<HashTable>` that is only read-locked for keys it already holds
+//! (write-locked to insert a new key, and by the idle sweep). A real refusal records the
+//! key's "not before" instant in a lock-free refusal index ([`Refusal`]); the key's next
+//! requests on a thread in a flood are refused against it with the thread's last reading
+//! ([`TokioClock::cached_refusal`]), exactly as the global limit refuses: no lock, no
+//! clock read, one fast hash.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use brownout_core::{LevelTable, LoadLevel};
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
 use hashbrown::HashTable;
 
 use crate::rate::{RateLimit, RetryAfter, TokioClock};
@@ -98,6 +102,32 @@ impl KeyState {
 /// Slots of the refusal index (16 bytes each: 16 KiB per keyed limit).
 const REFUSAL_SLOTS: usize = 1024;
 
+/// The refusal index's hash of a key: foldhash (~1–2 ns for a short key, against ~8–13 ns
+/// for SipHash, on the refusal path), seeded with 128 bits from std's `RandomState` (the
+/// OS's randomness) instead of foldhash's own address-and-time seed.
+struct TagHasher {
+    per_hasher: u64,
+    shared: SharedSeed,
+}
+
+impl TagHasher {
+    fn new() -> TagHasher {
+        // SipHash outputs under a fresh random key: random numbers.
+        let random = RandomState::new();
+        TagHasher {
+            per_hasher: random.hash_one(0u8),
+            shared: SharedSeed::from_u64(random.hash_one(1u8)),
+        }
+    }
+
+    #[inline]
+    fn hash<K: Hash + ?Sized>(&self, key: &K) -> u64 {
+        let mut hasher = FoldHasher::with_seed(self.per_hasher, &self.shared);
+        key.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
 /// A key's and level's tag in the refusal index: the key's hash mixed with the level.
 #[inline]
 fn tag(hash: u64, level: LoadLevel) -> u64 {
@@ -111,8 +141,8 @@ fn tag(hash: u64, level: LoadLevel) -> u64 {
 ///
 /// The pair is stored as `(tag ^ until, until)` and read without a lock: it is used only if
 /// it matches the tag, so a slot another key took, or a pair read half-written, is ignored
-/// (a real check follows). Only a 64-bit match of two keys' randomly seeded SipHash tags
-/// (or of a torn pair) could lend one key another's instant, and even then a cached
+/// (a real check follows). Only a 64-bit match of two keys' tags (foldhash under a secret
+/// random seed; or a torn pair) could lend one key another's instant, and even then a cached
 /// refusal is what the thread's own reading and pace justify against *an* instant: at most
 /// [`MAX_UNREAD`](crate::rate::MAX_UNREAD) late refusals before the next real check. A
 /// stale instant (the key was admitted since) is earlier than the key's real one, which only
@@ -187,18 +217,23 @@ impl<K> Shard<K> {
 /// (another key's admission, say) ends the credit; the next real refusal of the flooded key
 /// grants it again.
 ///
-/// # Map
+/// # Hashes and map
 ///
-/// `(cpus × 4).next_power_of_two()` shards (8 to 256), each a `RwLock` over a hashbrown
-/// `HashTable`. The key is hashed once, with std's randomly seeded SipHash (keys come from
-/// clients: tenant headers, addresses; a hash an attacker cannot predict keeps the tables
-/// from degrading), and that hash picks both the shard (bits 49–56, which the table uses
-/// neither for its buckets nor for its 7-bit tags) and the slot. Existing keys take the read
-/// lock (no allocation); a new key takes the write lock and is cloned in.
+/// The refusal path hashes the key once, with foldhash under a secret random seed
+/// ([`TagHasher`]), for its slot in the refusal index. The real check hashes it with std's
+/// randomly seeded SipHash (keys come from clients: tenant headers, addresses; a keyed PRF
+/// keeps an attacker from building colliding keys that would degrade the tables), and that
+/// hash picks both the shard (bits 49–56, which the table uses neither for its buckets nor
+/// for its 7-bit tags) and the slot in the shard's hashbrown `HashTable`. There are
+/// `(cpus × 4).next_power_of_two()` shards (8 to 256), each behind a `RwLock`: existing keys
+/// take the read lock (no allocation), a new key takes the write lock and is cloned in.
 pub(crate) struct KeyedRate<K> {
     shards: Box<[Shard<K>]>,
     /// The refusal index, by key-and-level tag.
     refusals: Box<[Refusal]>,
+    /// Hashes keys for the refusal index.
+    tags: TagHasher,
+    /// Hashes keys for the shards and their tables.
     hasher: RandomState,
     gcra: LevelTable<Gcra>,
     clock: TokioClock,
@@ -235,6 +270,7 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
                 .map(|_| Shard(RwLock::new(HashTable::new())))
                 .collect(),
             refusals: (0..REFUSAL_SLOTS).map(|_| Refusal::default()).collect(),
+            tags: TagHasher::new(),
             hasher: RandomState::new(),
             gcra: LevelTable::from_fn(|level| Gcra::new(&limit, rate[level])),
             clock: TokioClock::new(),
@@ -256,13 +292,12 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
     /// last reading (no lock, no clock read); anything else is [`check_real`](Self::check_real).
     #[inline]
     pub(crate) fn check(&self, key: &K, level: LoadLevel) -> Result<(), RetryAfter> {
-        let hash = self.hasher.hash_one(key);
-        let tag = tag(hash, level);
+        let tag = tag(self.tags.hash(key), level);
         let refusal = &self.refusals[tag as usize & (REFUSAL_SLOTS - 1)];
         if let Some(retry) = self.clock.cached_refusal(refusal.until(tag)) {
             return Err(retry);
         }
-        self.check_real(hash, key, level, refusal, tag)
+        self.check_real(key, level, refusal, tag)
     }
 
     /// The real check: the key's state under its shard's read lock (the write lock to
@@ -272,13 +307,13 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
     #[inline(never)]
     fn check_real(
         &self,
-        hash: u64,
         key: &K,
         level: LoadLevel,
         refusal: &Refusal,
         tag: u64,
     ) -> Result<(), RetryAfter> {
         let gcra = &self.gcra[level];
+        let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
         // Each guard ends with its block: the sweep below takes the shards' write locks.
         let known = {
