@@ -61,12 +61,19 @@ impl Deadline {
     /// Stores this deadline in `extensions` unless an earlier one is there; returns the
     /// deadline in force.
     pub fn tighten(self, extensions: &mut http::Extensions) -> Deadline {
-        let effective = match extensions.get::<Deadline>() {
-            Some(&existing) if existing <= self => existing,
-            _ => self,
-        };
-        extensions.insert(effective);
-        effective
+        // Updated in place when one is there: `insert` would box the value again and free
+        // the old box.
+        match extensions.get_mut::<Deadline>() {
+            Some(existing) if *existing <= self => *existing,
+            Some(existing) => {
+                *existing = self;
+                self
+            }
+            None => {
+                extensions.insert(self);
+                self
+            }
+        }
     }
 
     /// A deadline from a `grpc-timeout` header value (see [`parse_grpc_timeout`]).
@@ -189,6 +196,23 @@ mod tests {
         assert_eq!(past.tighten(&mut ext), past);
         assert_eq!(Deadline::of(&ext), Some(past));
         assert!(Deadline::from_grpc_timeout(b"5m").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tighten_keeps_the_earliest_whatever_the_order() {
+        let early = Deadline::after(Duration::from_millis(100));
+        let late = Deadline::after(Duration::from_secs(5));
+        for order in [[early, late], [late, early]] {
+            let mut ext = http::Extensions::new();
+            ext.insert(7_u8);
+            for d in order {
+                d.tighten(&mut ext);
+            }
+            assert_eq!(Deadline::of(&ext), Some(early), "{order:?}");
+            assert_eq!(ext.len(), 2, "one deadline, updated in place");
+            assert_eq!(late.tighten(&mut ext), early);
+            assert_eq!(early.tighten(&mut ext), early);
+        }
     }
 
     proptest! {

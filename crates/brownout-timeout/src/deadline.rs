@@ -1,6 +1,7 @@
 //! Where the caller's own deadline comes from, and where the effective one goes.
 
 use brownout_core::clock::LazyNow;
+use brownout_core::headers::GRPC_TIMEOUT;
 use brownout_core::{Deadline, parse_grpc_timeout};
 use tokio::time::Instant;
 
@@ -110,15 +111,12 @@ impl Default for HttpDeadline {
     }
 }
 
-/// The `grpc-timeout` header name.
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-
 impl<B> CallerDeadline<http::Request<B>> for HttpDeadline {
     fn caller_deadline(&self, req: &http::Request<B>, now: Instant) -> Option<Instant> {
         let from_extensions = Deadline::of(req.extensions()).map(Deadline::instant);
         let from_header = if self.grpc_timeout {
             req.headers()
-                .get(GRPC_TIMEOUT)
+                .get(&GRPC_TIMEOUT)
                 .and_then(|value| parse_grpc_timeout(value.as_bytes()))
                 // A timeout too large to represent is no deadline at all.
                 .and_then(|timeout| now.checked_add(timeout))
