@@ -448,7 +448,13 @@ mod tests {
         );
         // Another key has its own burst.
         assert!(rate.check(&"b", LoadLevel::Normal).is_ok());
-        tokio::time::advance(Duration::from_millis(100)).await;
+        // Exact to the nanosecond: refused 1 ns before the token, admitted on it.
+        tokio::time::advance(Duration::from_millis(100) - Duration::from_nanos(1)).await;
+        assert_eq!(
+            rate.check(&"a", LoadLevel::Normal),
+            Err(Duration::from_nanos(1))
+        );
+        tokio::time::advance(Duration::from_nanos(1)).await;
         assert!(rate.check(&"a", LoadLevel::Normal).is_ok());
         // Emergency (20 %): 2/s, burst 1 (0.4 rounds to 1), its own state per key.
         assert!(rate.check(&"a", LoadLevel::Emergency).is_ok());
