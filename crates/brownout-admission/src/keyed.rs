@@ -207,11 +207,13 @@ impl<K> Shard<K> {
 ///
 /// # Refusals without a clock read
 ///
-/// A key's "not before" instant at a level is its theoretical arrival time less `tau`, read
-/// with one relaxed load after the lookup; the refusal is then decided like the global
-/// limit's ([`TokioClock::cached_refusal`]): a thread in a flood (requests at least one per
-/// 10 µs) refuses up to 16 requests in a row from its last reading while they arrive, at its
-/// pace, before that instant. Only a real check (a clock read and the CAS) admits. A key
+/// A real refusal records the key's "not before" instant at that level (its theoretical
+/// arrival time less `tau`) in the refusal index ([`Refusal`]). The key's next requests
+/// find it there (one fast hash, two relaxed loads, no lock) and are decided like the
+/// global limit's refusals ([`TokioClock::cached_refusal`]): a thread in a flood (requests
+/// at least one per 10 µs) refuses up to 16 requests in a row from its last reading while
+/// they arrive, at its pace, before that instant. Only a real check (a clock read and the
+/// CAS) admits. A key
 /// whose instant is at or before the thread's last reading (a fresh key, a key back to full
 /// burst) is never refused from the cache: the check is real. Any clock read on the thread
 /// (another key's admission, say) ends the credit; the next real refusal of the flooded key
