@@ -83,7 +83,7 @@ fn http_classifier(name: &str) -> HttpClassifier {
 /// ```
 ///
 /// The type parameters name the protocol: `A` answers rejections (http status codes, or
-/// gRPC statuses for [`Brownout::grpc_builder`]), `O` tells the monitor which responses are
+/// gRPC statuses for `Brownout::grpc_builder`, feature `grpc`), `O` tells the monitor which responses are
 /// failures.
 pub struct Brownout<A = HttpAnswer, O = HttpOutcome> {
     layer: BrownoutLayer<A, O>,
@@ -418,7 +418,7 @@ impl<A, O> BrownoutBuilder<A, O> {
     /// How requests are classified. The default reads [`priority_header`]
     /// (`x-priority` unless changed): for http then the RFC 9218 `priority` header; for
     /// gRPC after making the health-checking methods
-    /// ([`grpc::HEALTH_PATHS`](crate::grpc::HEALTH_PATHS)) Critical. Anything else is Medium.
+    /// (`grpc::HEALTH_PATHS`, feature `grpc`) Critical. Anything else is Medium.
     ///
     /// [`priority_header`]: Self::priority_header
     #[must_use]

@@ -91,7 +91,7 @@
 //!     .await?;
 //! ```
 //!
-//! With the `grpc-health` feature, [`health::GrpcHealth`] keeps tonic-health's
+//! With the `grpc-health` feature, `health::GrpcHealth` keeps tonic-health's
 //! `grpc.health.v1` status in step with [`Health`](crate::health::Health): `SERVING` while
 //! healthy or degraded, `NOT_SERVING` at Emergency, on shutdown or with an essential
 //! component down.
