@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints, every test
-# (unit, integration, doc tests, simulations, live-Redis tests) of the whole workspace, then the
-# loom model tests.
+# (unit, integration, doc tests, simulations, live-Redis tests) of the whole workspace, the
+# API docs (rustdoc warnings are errors), then the loom model tests.
 # Works on a fresh machine with only a Rust toolchain: it adds rustfmt/clippy if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,11 @@ fi
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
+
+# Broken intra-doc links and malformed docs fail here, with every feature on (the doc tests
+# ran above with the default features).
+echo "==> cargo doc --workspace --all-features (rustdoc warnings are errors)"
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps --all-features --locked
 
 echo "==> loom model tests (scripts/loom.sh)"
 bash scripts/loom.sh --locked

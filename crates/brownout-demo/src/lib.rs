@@ -2,7 +2,7 @@
 //! loopback.
 //!
 //! [`run`] starts, for each phase and stack in turn, an axum server on `127.0.0.1:0` over
-//! its own simulated [`Backend`](backend::Backend) (`workers` workers, exponential service
+//! its own simulated [`Backend`] (`workers` workers, exponential service
 //! times), opens h2c keep-alive connections to it, and sends the phase's open-loop Poisson
 //! traffic ([`loadgen`]): five classes in `x-priority`, a `grpc-timeout` deadline, latency
 //! timed from each request's intended send time. Phases step through load multiples
