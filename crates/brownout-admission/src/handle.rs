@@ -62,7 +62,8 @@ impl AdmissionHandle {
         AdmissionHandle { shared }
     }
 
-    /// The concurrency limit in force (adaptive limits change it; lowered to ¾ during latency probes).
+    /// The concurrency limit in force (adaptive limits change it; lowered to ¾ while a
+    /// latency probe's requests run).
     pub fn limit(&self) -> usize {
         self.shared.limit()
     }
