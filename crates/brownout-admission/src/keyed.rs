@@ -394,7 +394,7 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate::tests::{Reference, arrivals, credit, ns};
+    use crate::rate::tests::{Reference, arrivals, credit, judge, ns};
     use crate::rate::{GlobalRate, MAX_UNREAD};
     use proptest::prelude::*;
     use tokio::time::Instant;
@@ -696,25 +696,9 @@ mod tests {
                     let now = ns(origin);
                     let from_cache = credit() > 0;
                     let reference = &mut references[usize::from(key)][level];
-                    match rate.check(&key, level) {
-                        Ok(()) => {
-                            prop_assert!(reference.check(now).is_ok(), "over the rate at {}", now);
-                            late_in_a_row = 0;
-                        }
-                        Err(retry) if reference.conforms(now) => {
-                            prop_assert!(from_cache, "a real check refused a conforming request");
-                            prop_assert!(retry > Duration::ZERO);
-                            late_in_a_row += 1;
-                            prop_assert!(late_in_a_row <= MAX_UNREAD, "{} late", late_in_a_row);
-                        }
-                        Err(retry) => {
-                            let wait = reference.wait_at(now);
-                            prop_assert!(retry.as_nanos() as u64 >= wait, "retry {:?} < {}", retry, wait);
-                            late_in_a_row = 0;
-                        }
-                    }
+                    judge(rate.check(&key, level), reference, now, from_cache, &mut late_in_a_row)?;
                 }
-                Ok(())
+                Ok::<(), TestCaseError>(())
             })?;
         }
     }

@@ -747,6 +747,43 @@ pub(crate) mod tests {
     /// Gaps between requests: mostly a flood (< 3 µs), some slower, a few long pauses.
     /// Arrivals: the gap before each request (mostly a flood under 3 µs, some slower, a few
     /// long pauses) and its level (mostly Normal, sometimes Elevated or Emergency).
+    /// Judges one decision of a limiter against `reference` (fed only the admissions) at
+    /// `now`: an admission must conform (never above the rate); a refusal the reference
+    /// would not make may only come from the refusal cache (`from_cache`), at most
+    /// `MAX_UNREAD` in a row (`late_in_a_row` counts them); a true refusal's `retry_after`
+    /// is never earlier than the reference's.
+    pub(crate) fn judge(
+        decision: Result<(), RetryAfter>,
+        reference: &mut Reference,
+        now: u64,
+        from_cache: bool,
+        late_in_a_row: &mut u32,
+    ) -> Result<(), TestCaseError> {
+        match decision {
+            Ok(()) => {
+                prop_assert!(reference.check(now).is_ok(), "over the rate at {}", now);
+                *late_in_a_row = 0;
+            }
+            Err(retry) if reference.conforms(now) => {
+                prop_assert!(from_cache, "a real check refused a conforming request");
+                prop_assert!(retry > Duration::ZERO);
+                *late_in_a_row += 1;
+                prop_assert!(*late_in_a_row <= MAX_UNREAD, "{} late", late_in_a_row);
+            }
+            Err(retry) => {
+                let wait = reference.wait_at(now);
+                prop_assert!(
+                    retry.as_nanos() as u64 >= wait,
+                    "retry {:?} < {}",
+                    retry,
+                    wait
+                );
+                *late_in_a_row = 0;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn arrivals() -> impl Strategy<Value = Vec<(u64, LoadLevel)>> {
         let gap = prop_oneof![
             8 => 0u64..3_000,
@@ -800,26 +837,10 @@ pub(crate) mod tests {
                     tokio::time::advance(Duration::from_nanos(gap)).await;
                     let now = ns(origin);
                     let from_cache = credit() > 0;
-                    let reference = &mut references[level];
-                    match rate.check(level) {
-                        Ok(()) => {
-                            prop_assert!(reference.check(now).is_ok(), "over the rate at {}", now);
-                            late_in_a_row = 0;
-                        }
-                        Err(retry) if reference.conforms(now) => {
-                            prop_assert!(from_cache, "governor refused a conforming request");
-                            prop_assert!(retry > Duration::ZERO);
-                            late_in_a_row += 1;
-                            prop_assert!(late_in_a_row <= MAX_UNREAD, "{} late", late_in_a_row);
-                        }
-                        Err(retry) => {
-                            let wait = reference.wait_at(now);
-                            prop_assert!(retry.as_nanos() as u64 >= wait, "retry {:?} < {}", retry, wait);
-                            late_in_a_row = 0;
-                        }
-                    }
+                    let decision = rate.check(level);
+                    judge(decision, &mut references[level], now, from_cache, &mut late_in_a_row)?;
                 }
-                Ok(())
+                Ok::<(), TestCaseError>(())
             })?;
         }
     }
