@@ -259,22 +259,7 @@ mod tests {
     use super::*;
     use crate::LoadLevel;
     use crate::headers::{LOAD_LEVEL, REJECT_REASON, level_value, reason_value};
-    use std::fmt;
-
-    #[derive(Debug)]
-    struct Wrapper(Rejected);
-
-    impl fmt::Display for Wrapper {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("wrapped")
-        }
-    }
-
-    impl Error for Wrapper {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
+    use crate::rejected::tests::Wrapper;
 
     #[test]
     fn every_refusal_but_a_timeout_is_rejected_bare_boxed_or_wrapped() {

@@ -184,11 +184,12 @@ impl fmt::Display for Rejected {
 impl Error for Rejected {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An error whose source is a `Rejected` (the way a client library wraps one).
     #[derive(Debug)]
-    struct Wrapper(Rejected);
+    pub(crate) struct Wrapper(pub(crate) Rejected);
 
     impl fmt::Display for Wrapper {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
