@@ -140,12 +140,12 @@ mod config;
 mod extract;
 pub mod future;
 mod handle;
+mod keyed;
 mod layer;
 mod limit;
 #[cfg(brownout_loom)]
 #[doc(hidden)]
 pub mod model;
-mod keyed;
 mod rate;
 mod shared;
 mod telemetry;
