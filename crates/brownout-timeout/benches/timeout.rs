@@ -5,9 +5,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::{Pin, pin};
+use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use brownout_core::telemetry::DecisionMetrics;
 use brownout_core::{LoadLevel, LoadSignal};
 use brownout_timeout::{AdaptiveTimeoutConfig, AdaptiveTimeoutLayer};
 use criterion::{Criterion, criterion_group};
@@ -74,6 +76,56 @@ where
     loop {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
             return r.is_ok();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Counted`].
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = Result<T, E>>, T, E> Future for CountedFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let result = std::task::ready!(self.project().inner.poll(cx));
+        if result.is_ok() {
+            counted_metrics().admitted(None, LoadLevel::Normal);
+        }
+        Poll::Ready(result)
+    }
+}
+
+fn counted_metrics() -> &'static DecisionMetrics {
+    static METRICS: LazyLock<DecisionMetrics> = LazyLock::new(|| DecisionMetrics::new("bench"));
+    &METRICS
+}
+
+/// tower's `Timeout` plus what DESIGN.md asks of every brownout layer and tower does not do:
+/// one decision counter per completed request (`DecisionMetrics::admitted`, as
+/// `AdaptiveTimeout` counts). The baseline of `BROWNOUT_BENCH_AB_BASE=counted`: the same
+/// observability, so the A/B ratio shows what the adaptive timeout costs beyond it.
+struct Counted<S>(S);
+
+impl<S: Service<u64>> Service<u64> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        CountedFuture {
+            inner: self.0.call(req),
         }
     }
 }
@@ -197,13 +249,35 @@ fn fixed_iterations(name: &str, n: u64) {
 /// so the median ratio stays stable on a noisy machine where separate runs do not (the
 /// thread CPU time of `/proc/thread-self/schedstat` is only updated at scheduler ticks, too
 /// coarse for batches of a few milliseconds).
+///
+/// `BROWNOUT_BENCH_AB_BASE=counted` puts [`Counted`] tower `Timeout` (one decision counter per
+/// request, as every brownout layer keeps) in tower's place.
 fn alternating(group: &str, n: u64, rounds: usize) {
+    let inner = Inner::for_group(group);
+    let tower_timeout = tower::timeout::Timeout::new(inner, Duration::from_secs(1));
+    match std::env::var("BROWNOUT_BENCH_AB_BASE").as_deref() {
+        Ok("counted") => alternate(
+            group,
+            "tower_Timeout+counter",
+            Counted(tower_timeout),
+            n,
+            rounds,
+        ),
+        _ => alternate(group, "tower_Timeout", tower_timeout, n, rounds),
+    }
+}
+
+fn alternate<B: Service<u64>>(
+    group: &str,
+    base: &str,
+    mut tower_timeout: B,
+    n: u64,
+    rounds: usize,
+) {
     let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
-    let inner = Inner::for_group(group);
-    let mut tower_timeout = tower::timeout::Timeout::new(inner, Duration::from_secs(1));
-    let mut adaptive = adaptive_timeout(inner, None);
+    let mut adaptive = adaptive_timeout(Inner::for_group(group), None);
     fn batch<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, n: u64) -> f64 {
         let start = std::time::Instant::now();
         let mut ok = 0u64;
@@ -242,7 +316,7 @@ fn alternating(group: &str, n: u64, rounds: usize) {
     let (a_min, a_med) = min_median(&mut ours);
     let (r_min, r_med) = min_median(&mut ratios);
     println!(
-        "{group}: tower_Timeout {t_min:.2} / {t_med:.2} ns, brownout_AdaptiveTimeout \
+        "{group}: {base} {t_min:.2} / {t_med:.2} ns, brownout_AdaptiveTimeout \
          {a_min:.2} / {a_med:.2} ns/request (min / median of {rounds} rounds of {n}); \
          ratio median {r_med:.3} (min {r_min:.3}), ratio of mins {:.3}",
         a_min / t_min
