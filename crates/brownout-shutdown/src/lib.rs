@@ -251,9 +251,13 @@ where
         // in place instead of copying it (see docs/benchmarks/brownout.md, "Composition").
         // A panic in the inner `call` leaves the slot parked: it is released (counted
         // cancelled) when the unwinding drops this service, or at this service's next call.
+        // The inner future is a temporary of the one expression that builds ours, not a
+        // named local: a local lives to the end of the function, whose paths meet in one
+        // return block, and when the inner `call` is not inlined (and its definition sits
+        // in another codegen unit, as in the facade) LLVM only builds a future in place if
+        // the temporary dies in the block of the call (a 496-byte copy per request there).
         self.pending = Some(InFlight::adopt(shared.clone()));
-        let future = self.inner.call(req);
-        ResponseFuture::running(future, self.pending.take())
+        ResponseFuture::running(self.inner.call(req), self.pending.take())
     }
 }
 
