@@ -128,8 +128,14 @@ fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigErro
 /// when a window's latency exceeds twice `base` or falls below 0.6 × `base`. After a rise,
 /// if the latency did not fall although concurrency was cut, the backend itself became
 /// slower and `base` follows it; if it fell by 30 % or more, the excess was queueing and
-/// `base` is kept. After a fall (the backend got faster again, e.g. a slowdown ended) `base`
-/// follows it down, so the limit does not grow unchecked on a stale `base`.
+/// `base` is kept, unless the probe itself read twice `base` or more: then the backend
+/// became slower *and* queued (a slowdown while the limit sat above the knee), and `base`
+/// follows the probe. (Keeping it cut the limit again and started a second probe, its ¾ pin
+/// a second time at the new latency: `brownout-sim` seed 11, whose probe read 51 ms after a
+/// 74 ms window on a 20 ms base, used 96.6 % of the capacity left from one second after a
+/// 3× slowdown instead of 98.2 %.) After a fall (the backend got faster again, e.g. a
+/// slowdown ended) `base` follows it down, so the limit does not grow unchecked on a stale
+/// `base`.
 ///
 /// The defaults come from the overload simulation (`brownout-sim`, 16 workers with
 /// exponential 20 ms service times): windows of 200 ms with at least 32 samples and 64-sample
@@ -339,6 +345,10 @@ struct Probe {
 /// out under 2 % of the cohort.
 const STRAGGLER_WAIT: f64 = 5.0;
 
+/// A window whose mean latency is at least this multiple of the base re-probes the base (the
+/// backend slowed down or queues).
+const JUMP: f64 = 2.0;
+
 /// A window whose mean latency is below this share of the base re-probes the base. The mean
 /// of 32 exponential service times is below 0.6× its expectation in ~1 % of windows.
 const FASTER: f64 = 0.6;
@@ -445,7 +455,10 @@ impl Gradient {
                 let measured = probe.sum / probe.count as f64;
                 let fell = probe.before.is_some_and(|b| measured < b * 0.7);
                 self.base = Some(match self.base {
-                    Some(old) if fell => old.min(measured),
+                    // A probe that reads twice the old base or more would itself start a
+                    // probe against it: whatever queueing the fall removed, the old base no
+                    // longer explains the backend.
+                    Some(old) if fell && measured < JUMP * old => old.min(measured),
                     _ => measured,
                 });
                 tracing::debug!(
@@ -512,7 +525,7 @@ impl Gradient {
         // Twice the base: the backend slowed down or queues. Well under it: the base is stale
         // (the backend got faster, e.g. after a slowdown ended) and would let the limit grow
         // unchecked. Either way, measure it again.
-        if sample >= 2.0 * base || sample <= FASTER * base || due {
+        if sample >= JUMP * base || sample <= FASTER * base || due {
             self.start_probe(s.now, Some(sample));
         }
         self.effective()
@@ -578,6 +591,71 @@ mod tests {
             outcome,
             in_flight,
         }
+    }
+
+    /// Feeds `n` completions of `rtt_ms` each, one every 5 ms from `t`.
+    fn feed(g: &mut Gradient, t: &mut Instant, rtt_ms: u64, n: usize) {
+        for _ in 0..n {
+            *t += Duration::from_millis(5);
+            g.on_sample(Sample {
+                started: *t - Duration::from_millis(rtt_ms),
+                now: *t,
+                outcome: Outcome::Success,
+                in_flight: 16,
+            });
+        }
+    }
+
+    #[test]
+    fn probe_reading_twice_the_base_replaces_it_even_when_latency_fell() {
+        let config = GradientConfig {
+            initial_limit: 16,
+            tolerance: 1.4,
+            ..GradientConfig::default()
+        };
+        let mut g = Gradient::new(config, Instant::now());
+        let mut t = Instant::now();
+        // Start-up: 20 ms, measured by the first probe.
+        feed(&mut g, &mut t, 20, 400);
+        assert!(g.probe.is_none());
+        assert!((g.base.unwrap() - 0.020).abs() < 1e-9);
+        // The backend slows down and queues: a 75 ms window starts a probe, which reads
+        // 45 ms, 40 % lower (the queueing it removed) but still over twice the old base.
+        while g.probe.is_none() {
+            feed(&mut g, &mut t, 75, 1);
+        }
+        while g.probe.is_some() {
+            feed(&mut g, &mut t, 45, 1);
+        }
+        assert!((g.base.unwrap() - 0.045).abs() < 1e-9, "{:?}", g.base);
+        let limit = g.limit;
+        // At 60 ms (1.33x the new base: hold) the limit is neither cut nor pinned by a
+        // second probe; against the old 20 ms base it would be both.
+        for _ in 0..200 {
+            feed(&mut g, &mut t, 60, 1);
+            assert!(g.probe.is_none());
+            assert_eq!(g.effective(), limit.round() as usize);
+        }
+    }
+
+    #[test]
+    fn probe_after_queueing_keeps_the_base() {
+        let config = GradientConfig {
+            initial_limit: 16,
+            tolerance: 1.4,
+            ..GradientConfig::default()
+        };
+        let mut g = Gradient::new(config, Instant::now());
+        let mut t = Instant::now();
+        feed(&mut g, &mut t, 20, 400);
+        // A 75 ms window whose probe reads 30 ms: the excess was queueing, the base stays.
+        while g.probe.is_none() {
+            feed(&mut g, &mut t, 75, 1);
+        }
+        while g.probe.is_some() {
+            feed(&mut g, &mut t, 30, 1);
+        }
+        assert!((g.base.unwrap() - 0.020).abs() < 1e-9, "{:?}", g.base);
     }
 
     #[test]

@@ -254,10 +254,39 @@ fn overload_targets_hold_for_other_seeds() {
 
 #[test]
 fn slowdown_targets_hold_for_other_seeds() {
-    for seed in [1, 2, 3, 7] {
+    // Seed 11 after a 3x slowdown with the adaptive limit above the knee: the probe read
+    // 31 % below the window that started it but 2.6x the old base, which kept the old base,
+    // cut the limit and probed a second time (96.6 % efficiency; 98.2 % once the base
+    // follows a probe of twice the old one).
+    for seed in [1, 2, 3, 7, 11] {
         for stack in BROWNOUT {
             let r = run(&slowdown().with_seed(seed), stack);
             check_slowdown(&r);
+        }
+    }
+}
+
+#[test]
+#[ignore = "wide seed sweep, 24 runs: run in release with --ignored"]
+fn slowdown_targets_hold_for_seeds_1_to_13_but_6() {
+    // Seed 6 misses with either limit (fixed 97.98 %, adaptive 96.0 %): three High requests
+    // of 470-500 ms of work at 3x are admitted and abandoned by their clients while they
+    // run, ~0.5 s of the workers' time each, whatever the limit (14-22 fixed: at most
+    // 97.98 %). Seed 14 likewise (96.97 % with either).
+    for seed in (1..=13).filter(|&s| s != 6) {
+        for stack in BROWNOUT {
+            let r = run(&slowdown().with_seed(seed), stack);
+            assert_eq!(r.settled.len(), 2, "seed {seed}: {}", describe(&r));
+            for w in &r.settled {
+                assert!(w.efficiency() >= 0.98, "seed {seed} {stack}: {}", window(w));
+                assert!(
+                    w.priority_score() >= 0.97,
+                    "seed {seed} {stack}: {}",
+                    window(w)
+                );
+            }
+            let critical = r.class(Priority::Critical);
+            assert!(critical.success() >= 0.995, "seed {seed}: {}", describe(&r));
         }
     }
 }
