@@ -40,7 +40,11 @@ where
         }
     }
 
-    #[inline]
+    // Out of line, so that a layer calling an `Optional` (LoadShed over the optional
+    // admission) sees one call writing one future:
+    // inlined, the two arms below wrote into a temporary from two blocks, which LLVM cannot
+    // build in place, and the layer copied it into its own future (488 bytes in LoadShed).
+    #[inline(never)]
     fn call(&mut self, req: Req) -> Self::Future {
         match self {
             Optional::Layered(svc) => OptionalFuture::layered(call_out_of_line(svc, req)),
