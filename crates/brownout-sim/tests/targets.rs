@@ -290,3 +290,52 @@ fn slowdown_targets_hold_for_seeds_1_to_13_but_6() {
         }
     }
 }
+
+#[test]
+#[ignore = "wide seed sweep, 50 runs: run in release with --ignored"]
+fn slowdown_adaptive_limit_settles_near_the_workers_for_seeds_1_to_50() {
+    // The settled windows (1 s after each change, 3 s long) of the slowdown: with headroom
+    // 1.0 (tolerance 1.4) the recovered median was above 20.8 for 103 of 200 seeds, as the
+    // limit grew by 0.2 per window whenever it was reached at 0.8x load. With headroom 0.5
+    // all 200 seeds stay within 0.7-1.3x of the 16 workers in both windows. Below capacity
+    // the limit still creeps over longer phases (22-25 after 30 s at 0.8x, every tolerance
+    // and headroom tried): this bounds the recovered window, not the steady state.
+    for seed in 1..=50 {
+        let r = run(&slowdown().with_seed(seed), Stack::Brownout);
+        assert_eq!(r.settled.len(), 2, "seed {seed}: {}", describe(&r));
+        for w in &r.settled {
+            let limit = w.limit_median.unwrap_or_default();
+            assert!((11.2..=20.8).contains(&limit), "seed {seed}: {}", window(w));
+        }
+    }
+}
+
+#[test]
+#[ignore = "wide seed sweep, 40 runs: run in release with --ignored"]
+fn rel_23_adaptive_limit_settles_near_the_backend_knee_for_seeds_1_to_10() {
+    // Over 8 s runs (10 s at 1x) with headroom 1.0 the median reached 21 at 1x for seeds
+    // 1, 3 and 7; with headroom 0.5 the medians lie in 17-19 at 1x-8x (seeds 1-20).
+    for seed in 1..=10 {
+        for l in [1.0, 2.0, 4.0, 8.0] {
+            let secs = if l == 1.0 { 10 } else { 8 };
+            let r = run(
+                &load(l)
+                    .with_seed(seed)
+                    .with_duration(Duration::from_secs(secs)),
+                Stack::Brownout,
+            );
+            let mut limits: Vec<usize> = r
+                .limits
+                .iter()
+                .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
+                .map(|s| s.limit)
+                .collect();
+            limits.sort_unstable();
+            let median = limits[limits.len() / 2] as f64;
+            assert!(
+                (11.2..=20.8).contains(&median),
+                "seed {seed} {l}x: median limit {median}"
+            );
+        }
+    }
+}
