@@ -299,7 +299,8 @@ fn slowdown_adaptive_limit_settles_near_the_workers_for_seeds_1_to_50() {
     // limit grew by 0.2 per window whenever it was reached at 0.8x load. With headroom 0.5
     // all 200 seeds stay within 0.7-1.3x of the 16 workers in both windows. Below capacity
     // the limit still creeps over longer phases (22-25 after 30 s at 0.8x, every tolerance
-    // and headroom tried): this bounds the recovered window, not the steady state.
+    // and headroom tried): this bounds the recovered window of the 12 s scenario, not the
+    // steady state.
     for seed in 1..=50 {
         let r = run(&slowdown().with_seed(seed), Stack::Brownout);
         assert_eq!(r.settled.len(), 2, "seed {seed}: {}", describe(&r));
@@ -314,7 +315,9 @@ fn slowdown_adaptive_limit_settles_near_the_workers_for_seeds_1_to_50() {
 #[ignore = "wide seed sweep, 40 runs: run in release with --ignored"]
 fn rel_23_adaptive_limit_settles_near_the_backend_knee_for_seeds_1_to_10() {
     // Over 8 s runs (10 s at 1x) with headroom 1.0 the median reached 21 at 1x for seeds
-    // 1, 3 and 7; with headroom 0.5 the medians lie in 17-19 at 1x-8x (seeds 1-20).
+    // 1, 3 and 7; with headroom 0.5 the medians lie in 17-19 at 1x-8x (seeds 1-20). Over
+    // 30 s runs neither setting holds the band for most seeds (the limit creeps; see
+    // `BrownoutSettings`), so this sweep keeps the 8-10 s runs of the scenarios.
     for seed in 1..=10 {
         for l in [1.0, 2.0, 4.0, 8.0] {
             let secs = if l == 1.0 { 10 } else { 8 };
