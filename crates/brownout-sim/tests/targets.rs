@@ -48,6 +48,23 @@ fn window(w: &Window) -> String {
     )
 }
 
+/// The concurrency limit's samples after the first second (the start-up probe), sorted.
+fn limits_after_warm_up(r: &Report) -> Vec<usize> {
+    let mut limits: Vec<usize> = r
+        .limits
+        .iter()
+        .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
+        .map(|s| s.limit)
+        .collect();
+    limits.sort_unstable();
+    limits
+}
+
+/// The median of [`limits_after_warm_up`].
+fn median_limit(limits: &[usize]) -> f64 {
+    limits[limits.len() / 2] as f64
+}
+
 #[test]
 fn goodput_at_least_98_percent_of_capacity_under_overload() {
     for stack in BROWNOUT {
@@ -217,14 +234,8 @@ fn rel_23_adaptive_limit_settles_near_the_backend_knee() {
     // limit's median stays within 0.7-1.3x of it.
     for l in [1.0, 2.0, 4.0, 8.0] {
         let r = run(&load(l), Stack::Brownout);
-        let mut limits: Vec<usize> = r
-            .limits
-            .iter()
-            .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
-            .map(|s| s.limit)
-            .collect();
-        limits.sort_unstable();
-        let median = limits[limits.len() / 2] as f64;
+        let limits = limits_after_warm_up(&r);
+        let median = median_limit(&limits);
         assert!(
             (11.2..=20.8).contains(&median),
             "{l}x: median limit {median}, {limits:?}"
@@ -327,14 +338,7 @@ fn rel_23_adaptive_limit_settles_near_the_backend_knee_for_seeds_1_to_10() {
                     .with_duration(Duration::from_secs(secs)),
                 Stack::Brownout,
             );
-            let mut limits: Vec<usize> = r
-                .limits
-                .iter()
-                .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
-                .map(|s| s.limit)
-                .collect();
-            limits.sort_unstable();
-            let median = limits[limits.len() / 2] as f64;
+            let median = median_limit(&limits_after_warm_up(&r));
             assert!(
                 (11.2..=20.8).contains(&median),
                 "seed {seed} {l}x: median limit {median}"
@@ -355,14 +359,7 @@ fn adaptive_limit_does_not_creep_below_capacity_over_30_s_for_seeds_1_to_20() {
             .with_seed(seed)
             .with_duration(Duration::from_secs(30));
         let r = run(&s, Stack::Brownout);
-        let mut limits: Vec<usize> = r
-            .limits
-            .iter()
-            .filter(|x| x.at >= Duration::from_secs(1) && x.at < r.duration)
-            .map(|x| x.limit)
-            .collect();
-        limits.sort_unstable();
-        let median = limits[limits.len() / 2] as f64;
+        let median = median_limit(&limits_after_warm_up(&r));
         assert!(
             (11.2..=20.8).contains(&median),
             "seed {seed}: median limit {median}"
