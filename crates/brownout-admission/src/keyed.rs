@@ -394,10 +394,9 @@ impl<K: Hash + Eq + Clone> KeyedRate<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate::tests::{Reference, arrivals, credit, judge, ns};
-    use crate::rate::{GlobalRate, MAX_UNREAD};
+    use crate::rate::GlobalRate;
+    use crate::rate::tests::{Reference, arrivals, credit, flood_matches_reference, judge, ns};
     use proptest::prelude::*;
-    use tokio::time::Instant;
 
     fn table() -> LevelTable<f64> {
         LevelTable::default_rate()
@@ -467,51 +466,15 @@ mod tests {
         assert_eq!(rate.len(), 2);
     }
 
-    /// One key flooded (one request per `step` for `span`) beside `others` keys sent one
-    /// request each every `every` requests; every decision and `retry_after` of the flooded
-    /// key compared with the reference. Returns (admitted, refusals decided from the cache).
-    async fn keyed_flood_matches_reference(
-        rate: &KeyedRate<u32>,
-        key: u32,
-        reference: &mut Reference,
-        level: LoadLevel,
-        step: Duration,
-        span: Duration,
-    ) -> (u64, u64) {
-        let origin = rate.clock_origin();
-        let (mut admitted, mut cached) = (0, 0);
-        let end = Instant::now() + span;
-        while Instant::now() < end {
-            let now = ns(origin);
-            let from_cache = credit() > 0;
-            match (rate.check(&key, level), reference.check(now)) {
-                (Ok(()), Ok(())) => admitted += 1,
-                (Err(retry), Err(wait)) => {
-                    let retry = retry.as_nanos() as u64;
-                    let slack = u64::from(MAX_UNREAD) * step.as_nanos() as u64;
-                    assert!(
-                        retry >= wait && retry <= wait + slack,
-                        "retry_after {retry} vs {wait} at {now}"
-                    );
-                    cached += u64::from(from_cache);
-                }
-                (got, want) => panic!("at {now} ns: got {got:?}, reference {want:?}"),
-            }
-            tokio::time::advance(step).await;
-        }
-        (admitted, cached)
-    }
-
     #[tokio::test(start_paused = true)]
     async fn keyed_steady_flood_decides_exactly_like_the_reference_with_few_clock_reads() {
         let limit = RateLimit::per_second(100.0).burst(3);
         let rate = KeyedRate::new(limit, &table(), Duration::from_secs(60));
         let mut reference = reference(limit, LoadLevel::Normal);
-        let (admitted, cached) = keyed_flood_matches_reference(
-            &rate,
-            7,
+        let (admitted, cached) = flood_matches_reference(
+            || rate.check(&7, LoadLevel::Normal),
             &mut reference,
-            LoadLevel::Normal,
+            rate.clock_origin(),
             Duration::from_micros(2),
             Duration::from_millis(200),
         )
@@ -538,11 +501,10 @@ mod tests {
         ] {
             let mut reference = reference(limit, level);
             assert_eq!(reference.t, 1_000_000_000 / per_second);
-            let (admitted, cached) = keyed_flood_matches_reference(
-                &rate,
-                1,
+            let (admitted, cached) = flood_matches_reference(
+                || rate.check(&1, level),
                 &mut reference,
-                level,
+                rate.clock_origin(),
                 Duration::from_micros(8),
                 Duration::from_millis(500),
             )

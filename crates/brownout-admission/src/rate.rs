@@ -499,14 +499,14 @@ pub(crate) mod tests {
         nanos_since(Instant::now(), since)
     }
 
-    /// A flood of one request every `step` for `span` at `level`; every decision and every
-    /// `retry_after` compared with the reference. Returns (admitted, refusals decided from
-    /// the cache).
-    async fn flood_matches_reference(
-        rate: &GlobalRate,
+    /// A flood of one request every `step` for `span`, each decided by `check` (a limiter
+    /// whose clock starts at `origin`); every decision and every `retry_after` compared with
+    /// the reference. Returns (admitted, refusals decided from the cache). Shared by the
+    /// global and the keyed limits' tests.
+    pub(crate) async fn flood_matches_reference(
+        mut check: impl FnMut() -> Result<(), RetryAfter>,
         reference: &mut Reference,
         origin: Instant,
-        level: LoadLevel,
         step: Duration,
         span: Duration,
     ) -> (u64, u64) {
@@ -516,7 +516,7 @@ pub(crate) mod tests {
             let now = ns(origin);
             let from_cache = credit() > 0;
             let expected = reference.check(now);
-            match (rate.check(level), expected) {
+            match (check(), expected) {
                 (Ok(()), Ok(())) => admitted += 1,
                 (Err(retry), Err(wait)) => {
                     let retry = retry.as_nanos() as u64;
@@ -545,10 +545,9 @@ pub(crate) mod tests {
         );
         let mut reference = Reference::new(100, 3);
         let (admitted, cached) = flood_matches_reference(
-            &rate,
+            || rate.check(LoadLevel::Normal),
             &mut reference,
             origin,
-            LoadLevel::Normal,
             Duration::from_micros(2),
             Duration::from_millis(200),
         )
@@ -580,10 +579,9 @@ pub(crate) mod tests {
         ] {
             let mut reference = Reference::new(per_second, 1);
             let (admitted, cached) = flood_matches_reference(
-                &rate,
+                || rate.check(level),
                 &mut reference,
                 origin,
-                level,
                 Duration::from_micros(8),
                 Duration::from_millis(500),
             )
@@ -683,10 +681,9 @@ pub(crate) mod tests {
         );
         let mut reference = Reference::new(10, 1);
         flood_matches_reference(
-            &rate,
+            || rate.check(LoadLevel::Normal),
             &mut reference,
             origin,
-            LoadLevel::Normal,
             Duration::from_micros(1),
             Duration::from_millis(20),
         )
