@@ -4,7 +4,7 @@
 
 use brownout::monitor::Monitor;
 use brownout::outcome::any_error_outcome;
-use brownout::{BoxError, LoadLevel, Outcome, RejectReason, Rejected};
+use brownout::{BoxError, ClassifyOutcome, LoadLevel, Outcome, RejectReason, Rejected};
 use brownout_breaker::{BreakerState, CircuitBreakConfig, CircuitBreakLayer};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -78,45 +78,61 @@ async fn one_closure_configures_a_monitor_and_a_circuit_breaker() {
     assert_eq!((snapshot.completed, snapshot.failures), (5, 3));
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_http_outcome_configures_a_monitor_and_a_circuit_breaker() {
-    use brownout::HttpOutcome;
-    use brownout::http::rejection_response;
-
-    // What the dependency answers: 0 ok, 1 a brownout refusal answer, 2 its own 503 with
-    // the level stamped on it.
-    let dependency = service_fn(|answer: u8| async move {
-        let response = match answer {
-            0 => http::Response::new(String::new()),
-            1 => rejection_response(&Rejected::new(RejectReason::Shed, LoadLevel::High)),
-            _ => http::Response::builder()
-                .status(503)
-                .header("x-load-level", "high")
-                .body(String::new())
-                .unwrap(),
-        };
-        Ok::<_, BoxError>(response)
-    });
-    let classify = HttpOutcome;
+/// Drives one classifier through a monitor over a circuit breaker: the dependency answers
+/// `answer(0)` (a success), `answer(1)` (a brownout refusal answer) and `answer(2)` (its own
+/// failure, the level stamped on it). Refusals trip neither layer, three failures open the
+/// breaker, whose own refusal the monitor does not count. Returns the answers to `2`.
+async fn one_classifier_configures_both<C, B>(
+    classify: C,
+    answer: fn(u8) -> http::Response<B>,
+) -> Vec<http::Response<B>>
+where
+    C: ClassifyOutcome<http::Response<B>, BoxError> + Clone + Send + Sync + 'static,
+    B: Send + 'static,
+{
+    let dependency = service_fn(move |n: u8| async move { Ok::<_, BoxError>(answer(n)) });
     let monitor = manual_monitor();
-    let breaker = CircuitBreakLayer::new(breaker_config()).with_classifier(classify);
+    let breaker = CircuitBreakLayer::new(breaker_config()).with_classifier(classify.clone());
     let handle = breaker.handle();
     let mut svc = ServiceBuilder::new()
         .layer(monitor.layer().with_classifier(classify))
         .layer(breaker)
         .service(dependency);
 
-    for answer in [0, 1, 1, 1, 1, 0] {
-        ask(&mut svc, answer).await.unwrap();
+    for n in [0, 1, 1, 1, 1, 0] {
+        ask(&mut svc, n).await.unwrap();
     }
     assert_eq!(handle.state(), BreakerState::Closed);
+    let mut failures = Vec::new();
     for _ in 0..3 {
-        assert_eq!(ask(&mut svc, 2).await.unwrap().status(), 503);
+        failures.push(ask(&mut svc, 2).await.unwrap());
     }
     assert_eq!(handle.state(), BreakerState::Open);
+    // Refused by the open breaker: a refusal for the monitor, not a failure.
+    assert!(ask(&mut svc, 0).await.is_err());
     monitor.tick_now();
     let snapshot = monitor.snapshot();
     assert_eq!((snapshot.completed, snapshot.failures), (5, 3));
+    failures
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_http_outcome_configures_a_monitor_and_a_circuit_breaker() {
+    use brownout::HttpOutcome;
+    use brownout::http::rejection_response;
+
+    // 0 ok, 1 a brownout refusal answer, 2 the dependency's own 503 with the level stamped.
+    let failures = one_classifier_configures_both(HttpOutcome, |n| match n {
+        0 => http::Response::new(String::new()),
+        1 => rejection_response(&Rejected::new(RejectReason::Shed, LoadLevel::High)),
+        _ => http::Response::builder()
+            .status(503)
+            .header("x-load-level", "high")
+            .body(String::new())
+            .unwrap(),
+    })
+    .await;
+    assert!(failures.iter().all(|r| r.status() == 503));
 }
 
 #[cfg(feature = "grpc")]
@@ -124,10 +140,10 @@ async fn one_http_outcome_configures_a_monitor_and_a_circuit_breaker() {
 async fn one_grpc_outcome_configures_a_monitor_and_a_circuit_breaker() {
     use brownout::grpc::{GrpcOutcome, rejection_response};
 
-    // What the dependency answers: 0 OK, 1 a brownout refusal answered as UNAVAILABLE,
-    // 2 the handler's own UNAVAILABLE with the level stamped on it.
-    let dependency = service_fn(|answer: u8| async move {
-        let response: http::Response<()> = match answer {
+    // 0 OK, 1 a brownout refusal answered as UNAVAILABLE, 2 the handler's own UNAVAILABLE
+    // with the level stamped on it.
+    one_classifier_configures_both(GrpcOutcome, |n| -> http::Response<()> {
+        match n {
             0 => http::Response::builder()
                 .header("grpc-status", "0")
                 .body(())
@@ -138,29 +154,7 @@ async fn one_grpc_outcome_configures_a_monitor_and_a_circuit_breaker() {
                 .header("x-load-level", "high")
                 .body(())
                 .unwrap(),
-        };
-        Ok::<_, BoxError>(response)
-    });
-    let classify = GrpcOutcome;
-    let monitor = manual_monitor();
-    let breaker = CircuitBreakLayer::new(breaker_config()).with_classifier(classify);
-    let handle = breaker.handle();
-    let mut svc = ServiceBuilder::new()
-        .layer(monitor.layer().with_classifier(classify))
-        .layer(breaker)
-        .service(dependency);
-
-    for answer in [0, 1, 1, 1, 1, 0] {
-        ask(&mut svc, answer).await.unwrap();
-    }
-    assert_eq!(handle.state(), BreakerState::Closed);
-    for _ in 0..3 {
-        ask(&mut svc, 2).await.unwrap();
-    }
-    assert_eq!(handle.state(), BreakerState::Open);
-    // Refused by the open breaker: a refusal for the monitor, not a failure.
-    assert!(ask(&mut svc, 0).await.is_err());
-    monitor.tick_now();
-    let snapshot = monitor.snapshot();
-    assert_eq!((snapshot.completed, snapshot.failures), (5, 3));
+        }
+    })
+    .await;
 }
