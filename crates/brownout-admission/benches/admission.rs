@@ -506,18 +506,7 @@ fn contention(c: &mut Criterion) {
         .deadline(NoDeadline)
         .build()
         .unwrap();
-    {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        once(
-            &mut layer.layer(Echo),
-            &mut Context::from_waker(Waker::noop()),
-            0,
-        );
-    }
+    spend_the_burst(&layer);
     group.bench_function("brownout_PriorityAdmission_rate_limited", |b| {
         b.iter_custom(|iters| run(|| layer.layer(Echo), iters))
     });
@@ -529,18 +518,7 @@ fn contention(c: &mut Criterion) {
         .keyed_rate_limit(|_: &u64| Some(7u32), RateLimit::per_second(0.001).burst(1))
         .build()
         .unwrap();
-    {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        once(
-            &mut keyed.layer(Echo),
-            &mut Context::from_waker(Waker::noop()),
-            0,
-        );
-    }
+    spend_the_burst(&keyed);
     group.bench_function("brownout_PriorityAdmission_keyed_rate_limited", |b| {
         b.iter_custom(|iters| run(|| keyed.layer(Echo), iters))
     });
@@ -554,3 +532,21 @@ mod group {
 }
 use group::benches;
 criterion_main!(benches);
+
+/// Admits the one request the bucket of `layer`'s (keyed) rate limit holds, so that every
+/// later request is refused.
+fn spend_the_burst<L: Layer<Echo>>(layer: &L)
+where
+    L::Service: Service<u64>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    once(
+        &mut layer.layer(Echo),
+        &mut Context::from_waker(Waker::noop()),
+        0,
+    );
+}
