@@ -642,8 +642,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn probe_reading_twice_the_base_replaces_it_even_when_latency_fell() {
+    /// A gradient (limit 16, tolerance 1.4) whose start-up probe measured a 20 ms base;
+    /// then the backend slows down and queues: a 75 ms window starts a probe, which reads
+    /// `probe_ms`. Returns the gradient and the time of its last sample.
+    fn slowed_down_then_probed(probe_ms: u64) -> (Gradient, Instant) {
         let config = GradientConfig {
             initial_limit: 16,
             tolerance: 1.4,
@@ -651,18 +653,23 @@ mod tests {
         };
         let mut g = Gradient::new(config, Instant::now());
         let mut t = Instant::now();
-        // Start-up: 20 ms, measured by the first probe.
         feed(&mut g, &mut t, 20, 400);
         assert!(g.probe.is_none());
         assert!((g.base.unwrap() - 0.020).abs() < 1e-9);
-        // The backend slows down and queues: a 75 ms window starts a probe, which reads
-        // 45 ms, 40 % lower (the queueing it removed) but still over twice the old base.
         while g.probe.is_none() {
             feed(&mut g, &mut t, 75, 1);
         }
         while g.probe.is_some() {
-            feed(&mut g, &mut t, 45, 1);
+            feed(&mut g, &mut t, probe_ms, 1);
         }
+        (g, t)
+    }
+
+    #[test]
+    fn probe_reading_twice_the_base_replaces_it_even_when_latency_fell() {
+        // The probe reads 45 ms, 40 % lower than the window (the queueing it removed) but
+        // still over twice the old base.
+        let (mut g, mut t) = slowed_down_then_probed(45);
         assert!((g.base.unwrap() - 0.045).abs() < 1e-9, "{:?}", g.base);
         let limit = g.limit;
         // At 60 ms (1.33x the new base: hold) the limit is neither cut nor pinned by a
@@ -676,21 +683,8 @@ mod tests {
 
     #[test]
     fn probe_after_queueing_keeps_the_base() {
-        let config = GradientConfig {
-            initial_limit: 16,
-            tolerance: 1.4,
-            ..GradientConfig::default()
-        };
-        let mut g = Gradient::new(config, Instant::now());
-        let mut t = Instant::now();
-        feed(&mut g, &mut t, 20, 400);
         // A 75 ms window whose probe reads 30 ms: the excess was queueing, the base stays.
-        while g.probe.is_none() {
-            feed(&mut g, &mut t, 75, 1);
-        }
-        while g.probe.is_some() {
-            feed(&mut g, &mut t, 30, 1);
-        }
+        let (g, _) = slowed_down_then_probed(30);
         assert!((g.base.unwrap() - 0.020).abs() < 1e-9, "{:?}", g.base);
     }
 
