@@ -296,14 +296,10 @@ async fn keyed_rate_limit_is_per_key() {
         .build()
         .unwrap();
     let mut svc = layer.layer(backend.clone());
-    let j = |id, tenant| Job {
-        tenant,
-        ..job(id, Priority::Medium)
-    };
-    let ok_a = svc.ready().await.unwrap().call(j(0, Some("a")));
-    let limited_a = svc.ready().await.unwrap().call(j(1, Some("a")));
-    let ok_b = svc.ready().await.unwrap().call(j(2, Some("b")));
-    let unkeyed = svc.ready().await.unwrap().call(j(3, None));
+    let ok_a = svc.ready().await.unwrap().call(tenant_job(0, Some("a")));
+    let limited_a = svc.ready().await.unwrap().call(tenant_job(1, Some("a")));
+    let ok_b = svc.ready().await.unwrap().call(tenant_job(2, Some("b")));
+    let unkeyed = svc.ready().await.unwrap().call(tenant_job(3, None));
     let limited = limited_a.await.unwrap_err();
     assert_eq!(reason(&limited), RejectReason::RateLimited);
     assert_eq!(
@@ -336,14 +332,14 @@ async fn requests_a_key_refuses_do_not_spend_the_global_rate() {
         .build()
         .unwrap();
     let mut svc = layer.layer(backend.clone());
-    let j = |id, tenant| Job {
-        tenant,
-        ..job(id, Priority::Medium)
-    };
     let mut admitted = Vec::new();
     let mut refused = 0;
     for id in 0..20 {
-        let fut = svc.ready().await.unwrap().call(j(id, Some("flood")));
+        let fut = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(tenant_job(id, Some("flood")));
         let fut = tokio::spawn(fut);
         settle().await;
         if fut.is_finished() {
@@ -358,7 +354,11 @@ async fn requests_a_key_refuses_do_not_spend_the_global_rate() {
     // Two global tokens left for the quiet tenant.
     let mut quiet = Vec::new();
     for id in 20..22 {
-        let fut = svc.ready().await.unwrap().call(j(id, Some("quiet")));
+        let fut = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(tenant_job(id, Some("quiet")));
         quiet.push(tokio::spawn(fut));
     }
     settle().await;

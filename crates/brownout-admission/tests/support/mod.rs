@@ -32,6 +32,14 @@ pub fn job(id: u32, class: Priority) -> Job {
     }
 }
 
+/// A Medium job of `tenant` (the key of the keyed rate-limit tests).
+pub fn tenant_job(id: u32, tenant: Option<&'static str>) -> Job {
+    Job {
+        tenant,
+        ..job(id, Priority::Medium)
+    }
+}
+
 pub fn classify(job: &Job) -> Priority {
     job.class
 }
