@@ -38,8 +38,20 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// The value brownout writes in [`LOAD_LEVEL`] for `level` (its lower-case name).
+///
+/// Each value is made at compile time: `HeaderValue::from_static` checks every byte when it
+/// runs, and this is stamped on every response.
 pub const fn level_value(level: LoadLevel) -> HeaderValue {
-    HeaderValue::from_static(level.as_str())
+    const fn named(level: LoadLevel) -> HeaderValue {
+        HeaderValue::from_static(level.as_str())
+    }
+    match level {
+        LoadLevel::Normal => const { named(LoadLevel::Normal) },
+        LoadLevel::Elevated => const { named(LoadLevel::Elevated) },
+        LoadLevel::High => const { named(LoadLevel::High) },
+        LoadLevel::Critical => const { named(LoadLevel::Critical) },
+        LoadLevel::Emergency => const { named(LoadLevel::Emergency) },
+    }
 }
 
 /// The load level a server reported in its [`LOAD_LEVEL`] header (a level name or digit);
@@ -48,9 +60,22 @@ pub fn load_level(headers: &HeaderMap) -> Option<LoadLevel> {
     headers.get(LOAD_LEVEL)?.to_str().ok()?.parse().ok()
 }
 
-/// The value brownout writes in [`REJECT_REASON`] for `reason` (its snake-case name).
+/// The value brownout writes in [`REJECT_REASON`] for `reason` (its snake-case name), made
+/// at compile time like [`level_value`]'s.
 pub const fn reason_value(reason: RejectReason) -> HeaderValue {
-    HeaderValue::from_static(reason.as_str())
+    const fn named(reason: RejectReason) -> HeaderValue {
+        HeaderValue::from_static(reason.as_str())
+    }
+    match reason {
+        RejectReason::Shed => const { named(RejectReason::Shed) },
+        RejectReason::QueueFull => const { named(RejectReason::QueueFull) },
+        RejectReason::QueueTimeout => const { named(RejectReason::QueueTimeout) },
+        RejectReason::RateLimited => const { named(RejectReason::RateLimited) },
+        RejectReason::CircuitOpen => const { named(RejectReason::CircuitOpen) },
+        RejectReason::Timeout => const { named(RejectReason::Timeout) },
+        RejectReason::ShuttingDown => const { named(RejectReason::ShuttingDown) },
+        RejectReason::BudgetExhausted => const { named(RejectReason::BudgetExhausted) },
+    }
 }
 
 /// The reason a server gave in its [`REJECT_REASON`] header; `None` when absent or unknown.
@@ -64,6 +89,19 @@ pub fn reject_reason(headers: &HeaderMap) -> Option<RejectReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compile_time_values_are_the_names() {
+        for level in LoadLevel::ALL {
+            assert_eq!(level_value(level), HeaderValue::from_static(level.as_str()));
+        }
+        for reason in RejectReason::ALL {
+            assert_eq!(
+                reason_value(reason),
+                HeaderValue::from_static(reason.as_str())
+            );
+        }
+    }
 
     #[test]
     fn every_level_round_trips_through_its_header_value() {

@@ -9,7 +9,9 @@ use brownout_core::{RejectReason, Rejected};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderName, Response, StatusCode};
 
-use crate::http::{LOAD_LEVEL_HEADER, REJECT_REASON_HEADER, level_value};
+use brownout_core::headers::{level_value, reason_value};
+
+use crate::http::{LOAD_LEVEL_HEADER, REJECT_REASON_HEADER};
 
 /// The trailer (here: header of a trailers-only response) carrying the gRPC status code.
 pub const GRPC_STATUS_HEADER: HeaderName = HeaderName::from_static("grpc-status");
@@ -178,10 +180,7 @@ pub fn rejection_response<B: Default>(rejected: &Rejected) -> Response<B> {
     let mut response = trailers_only(code_for(reason), explanation(reason));
     let headers = response.headers_mut();
     headers.insert(LOAD_LEVEL_HEADER, level_value(rejected.level()));
-    headers.insert(
-        REJECT_REASON_HEADER,
-        brownout_core::headers::reason_value(reason),
-    );
+    headers.insert(REJECT_REASON_HEADER, reason_value(reason));
     if let Some(after) = rejected.retry_after() {
         headers.insert(RETRY_PUSHBACK_HEADER, HeaderValue::from(pushback_ms(after)));
     }

@@ -10,9 +10,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use brownout_core::headers::level_value;
 use brownout_core::{BoxError, LoadLevel, LoadSignal};
 use http::Response;
-use http::header::HeaderValue;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -48,19 +48,6 @@ impl<B: From<String>> Answer<B> for HttpAnswer {
 
     fn panic() -> Response<B> {
         super::response::internal_error()
-    }
-}
-
-/// The `x-load-level` value for `level`, made at compile time: `HeaderValue::from_static`
-/// checks every byte when it runs, and this is stamped on every response.
-pub(crate) const fn level_value(level: LoadLevel) -> HeaderValue {
-    use brownout_core::headers::level_value as value;
-    match level {
-        LoadLevel::Normal => const { value(LoadLevel::Normal) },
-        LoadLevel::Elevated => const { value(LoadLevel::Elevated) },
-        LoadLevel::High => const { value(LoadLevel::High) },
-        LoadLevel::Critical => const { value(LoadLevel::Critical) },
-        LoadLevel::Emergency => const { value(LoadLevel::Emergency) },
     }
 }
 

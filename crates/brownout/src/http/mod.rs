@@ -25,8 +25,6 @@ mod degradation;
 mod keys;
 mod response;
 
-#[cfg(feature = "grpc")]
-pub(crate) use answer::level_value;
 pub use answer::{Answer, AnswerFuture, Answering, AnsweringLayer, HttpAnswer};
 pub use classify::HttpClassifier;
 pub use deadline::{DeadlineLayer, DeadlineService};
