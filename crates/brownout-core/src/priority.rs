@@ -120,6 +120,32 @@ impl Priority {
         s.parse().unwrap_or_default()
     }
 
+    /// The class a header value's bytes name, as [`FromStr`] reads text (a name in any case,
+    /// surrounding white space ignored, or a rank digit); `None` for anything else, non-UTF-8
+    /// included. The lower-case names and the digits, what clients send, are matched on the
+    /// bytes first, without the UTF-8 check, trim and case-insensitive search of the general
+    /// parse (this runs on every request a header classifier sees).
+    ///
+    /// ```
+    /// use brownout_core::Priority;
+    ///
+    /// assert_eq!(Priority::from_bytes(b"high"), Some(Priority::High));
+    /// assert_eq!(Priority::from_bytes(b" Low "), Some(Priority::Low));
+    /// assert_eq!(Priority::from_bytes(b"\xff"), None);
+    /// ```
+    #[inline]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Priority> {
+        let exact = match bytes {
+            b"critical" | b"0" => Priority::Critical,
+            b"high" | b"1" => Priority::High,
+            b"medium" | b"2" => Priority::Medium,
+            b"low" | b"3" => Priority::Low,
+            b"background" | b"4" => Priority::Background,
+            _ => return std::str::from_utf8(bytes).ok()?.parse().ok(),
+        };
+        Some(exact)
+    }
+
     /// The lower-case name, as used in headers and metrics labels.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -350,6 +376,23 @@ mod tests {
     }
 
     proptest! {
+        // The byte fast path names the same class as `FromStr`, for values made of class
+        // names, digits, case changes, white space and junk alike.
+        #[test]
+        fn from_bytes_agrees_with_from_str(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("critical"), Just("high"), Just("medium"), Just("low"),
+                    Just("background"), Just("HIGH"), Just("Low"), Just("0"), Just("4"),
+                    Just("5"), Just(" "), Just("\t"), Just("x"), Just("é"),
+                ],
+                0..4,
+            )
+        ) {
+            let text = parts.concat();
+            prop_assert_eq!(Priority::from_bytes(text.as_bytes()), text.parse::<Priority>().ok());
+        }
+
         #[test]
         fn parsing_never_panics(s in ".*") {
             let _ = s.parse::<Priority>();
