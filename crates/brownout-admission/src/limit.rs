@@ -94,62 +94,62 @@ fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigErro
 /// Settings of the gradient limit (Netflix Gradient2 / Envoy adaptive concurrency style).
 ///
 /// Every `window` (and at least `min_samples` completions) the mean latency of the
-/// completed requests (`sample`) is compared with the no-load latency (`base`):
+/// completed requests (`sample`) is compared with the no-load latency (`base`), and a
+/// smoothed latency (`latency`, each window weighing 0.2) with it too:
 ///
 /// ```text
-/// gradient = clamp(tolerance × base / sample, 0.5, 1.0)
-/// new      = limit × gradient + headroom
-/// limit    = limit × (1 − smoothing) + new × smoothing      (within [min_limit, max_limit])
+/// sample > tolerance × base                 cut: limit × clamp(tolerance × base / sample, 0.5, 1)
+///                                                + headroom, smoothed by `smoothing`
+/// latency < (1 + 0.2 (tolerance − 1)) × base grow by smoothing × headroom
+/// latency > (1 + 0.3 (tolerance − 1)) × base drift down by half that
+///           × (1 + the base's standard error)
+/// otherwise                                  hold
 /// ```
 ///
-/// Below the backend's knee `K` the latency does not depend on concurrency (`gradient = 1`)
-/// and the limit grows by `headroom` per window; above it the latency grows with
-/// concurrency (`sample ≈ base × limit / K`) and shrinks the limit. The limit grows only
-/// when it was the bottleneck during the window: at least a quarter of the window's
-/// completions found it in full use (a limit touched now and then says nothing about the
-/// backend: below capacity it crept by `smoothing × headroom` per window, to 1.4× the knee
-/// after 30 s in `brownout-sim` at 0.8× load). And it grows only while
-/// `sample ≤ base × (1 + 0.4 × (tolerance − 1))`: between that and `tolerance × base` the
-/// latency already shows backend queueing and the limit holds. So it settles between
-/// `(1 + 0.4 × (tolerance − 1)) × K` and `tolerance × K`.
-///
-/// A limit cut below 0.7× its highest value since the last probe while it is the bottleneck
-/// re-probes the base: a probe that read the base low (64 exponential samples are ±12 %
-/// noisy) puts the real no-load latency above the growth threshold, and a limit cut below
-/// the knee by noisy windows would never grow again.
+/// Below the backend's knee `K` the latency does not depend on concurrency and the limit
+/// grows; above it the latency grows with concurrency (`≈ base × limit / K` for a pool of
+/// `K` workers), so with the default tolerance of 1.6 the limit settles between 1.12 and
+/// 1.18 × `K` (plus the base's error). Both sides act: a limit that only grew below a
+/// threshold and held above it was a ratchet, and the noise of the windows walked it up to
+/// the top of its hold band (in `brownout-sim`, 16 workers: medians of 21–23 over 30 s runs,
+/// 1.3–1.45 × `K`).
+/// The limit grows or drifts only when it was the bottleneck (at least a quarter of the
+/// window's completions found it in full use: a limit touched now and then says nothing
+/// about the backend); the cut above `tolerance` applies in every window. The drift is
+/// widened by the base's own standard error and half as fast as the growth: a base read low
+/// holds the limit at the knee rather than walking it below.
 ///
 /// The no-load latency `base` is not a running minimum (which inflates as soon as the limit
-/// sits above the knee, as every sample then includes backend queueing). It is measured by a
-/// **probe**, as Envoy does: the limit is pinned to ¾ of its value; the requests admitted
-/// after the pin until `probe_samples` of them completed form the probe's cohort, and the
-/// probe waits five of their mean latencies for the cohort's slow requests (the first
-/// completions alone are the fastest: with exponential service times their mean is ~17 %
-/// low). The cohort's mean latency is the new `base`. The pin is lifted as soon as the
-/// cohort is complete: its slow requests are already running, and holding the limit at ¾
-/// while waiting for them only idles the backend (after a 3× slowdown the pin lasted 0.7 s
-/// instead of about 0.35 s, and with `brownout-sim`'s seed 7 the slow phase, from one second
-/// after the change, used 96.5 % of the capacity left instead of 98.3 %). A backend whose requests share a CPU sees the
-/// stragglers slow down a little once the limit is back; the base may then read a few
-/// percent high.
-/// A probe runs at start-up (after the first window), every `probe_interval`, and at once
-/// when a window's latency exceeds twice `base` or falls below 0.6 × `base`. After a rise,
-/// if the latency did not fall although concurrency was cut, the backend itself became
-/// slower and `base` follows it; if it fell by 30 % or more, the excess was queueing and
-/// `base` is kept, unless the probe itself read twice `base` or more: then the backend
-/// became slower *and* queued (a slowdown while the limit sat above the knee), and `base`
-/// follows the probe. (Keeping it cut the limit again and started a second probe, its ¾ pin
-/// a second time at the new latency: `brownout-sim` seed 11, whose probe read 51 ms after a
-/// 74 ms window on a 20 ms base, used 96.6 % of the capacity left from one second after a
-/// 3× slowdown instead of 98.2 %.) After a fall (the backend got faster again, e.g. a
-/// slowdown ended) `base` follows it down, so the limit does not grow unchecked on a stale
-/// `base`.
+/// sits above the knee, as every sample then includes backend queueing). It is measured by
+/// **probes**, as Envoy does: the limit is pinned to ¾ of its value; the requests admitted
+/// after the pin until `probe_samples` of them completed form the probe's cohort, the pin
+/// is lifted, and the probe waits ten of their mean latencies for the cohort's slow
+/// requests (the first completions alone are the fastest; waiting five means still left out
+/// the longest and read the base 10 % low). The cohort's mean latency is the measurement.
+///
+/// One probe of 64 exponential samples is ±12.5 % noisy, and the limit settles as far from
+/// the knee as the base is off. So probes that agree with the base (within three standard
+/// errors) are **pooled** with it, up to eight probes' samples (±4.4 %), and until the pool
+/// is full a probe follows the last one after 25 times its pin (the pin costs ¼ of the
+/// capacity: refining costs under 1 %). Later probes come every `probe_interval`; older
+/// probes fade from the pool, so the base follows a slow drift.
+///
+/// A window whose latency jumps to twice the base, or falls below 0.6 × base, is not judged:
+/// it starts a probe at once. A probe that disagrees with the base replaces it (the
+/// backend slowed down or got faster: the limit is not cut for the slower backend); one
+/// that agrees shows the jump was queueing, and the window's cut is made then. A due probe
+/// that disagrees with the base by less than such a jump is set aside, and replaces it only
+/// when the next due probe agrees with it: one odd reading does not move the base. A probe
+/// whose early and late halves (by admission) disagree straddled a change of the backend:
+/// its mean is neither the old latency nor the new one, and it is repeated once. A limit
+/// cut below 0.7 × its peak while it is the bottleneck probes again: its base may be stale.
 ///
 /// The defaults come from the overload simulation (`brownout-sim`, 16 workers with
-/// exponential 20 ms service times): windows of 200 ms with at least 32 samples and 64-sample
-/// probes keep the noise of the means (±35 % for 8 exponential samples) from shrinking the
-/// limit below the knee; with smoothing 0.2 and a tolerance of 1.2 the limit's median stays
-/// within 1.1×–1.3× the knee at 1×–8× load (seeds 1, 3, 42). A deterministic backend has no
-/// such noise: there a lower tolerance (1.05) keeps the backend queue shorter.
+/// exponential 20 ms service times, seeds 1–60 × loads 0.8–8× over 30 s, and the slowdown
+/// scenario for seeds 1–200; see `docs/benchmarks/brownout-sim.md`): windows of 200 ms with
+/// at least 32 samples and 64-sample probes keep the noise of the means (±35 % for 8
+/// exponential samples) from moving the limit. A backend with almost constant latency has
+/// no such noise and may take a lower tolerance, for a shorter backend queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientConfig {
     /// Limit before the first samples (default 20).
@@ -162,14 +162,15 @@ pub struct GradientConfig {
     pub window: Duration,
     /// Completions a window needs before it is evaluated (default 32).
     pub min_samples: usize,
-    /// Latency tolerated above `base` before the limit shrinks (default 1.2, at least 1);
-    /// the limit stops growing at 40 % of the excess (`1 + 0.4 × (tolerance − 1)`).
+    /// A window's latency above `tolerance × base` cuts the limit (default 1.6, at least 1);
+    /// the smoothed latency holds it between `1 + 0.2 (tolerance − 1)` and
+    /// `1 + 0.3 (tolerance − 1)` times the base.
     pub tolerance: f64,
-    /// Added per window (default 1.0; growth speed and the small standing backend queue).
+    /// Growth per window, before smoothing (default 0.5: 0.1 per 200 ms window).
     pub headroom: f64,
     /// Weight of the newly computed limit (default 0.2, in (0, 1]).
     pub smoothing: f64,
-    /// Period of the no-load latency probes (default 30 s).
+    /// Period of the no-load latency probes once eight have been pooled (default 30 s).
     pub probe_interval: Duration,
     /// Completions one probe collects before it waits for its cohort's slow requests
     /// (default 64).
@@ -184,8 +185,8 @@ impl Default for GradientConfig {
             max_limit: 1000,
             window: Duration::from_millis(200),
             min_samples: 32,
-            tolerance: 1.2,
-            headroom: 1.0,
+            tolerance: 1.6,
+            headroom: 0.5,
             smoothing: 0.2,
             probe_interval: Duration::from_secs(30),
             probe_samples: 64,
@@ -292,7 +293,8 @@ impl Sample {
 /// The state of an adaptive algorithm (behind a mutex, touched on completion only).
 #[derive(Debug)]
 pub(crate) enum Algorithm {
-    Gradient(Gradient),
+    /// Boxed: its probe and base state are several times the size of AIMD's.
+    Gradient(Box<Gradient>),
     Aimd(Aimd),
 }
 
@@ -300,7 +302,9 @@ impl Algorithm {
     pub(crate) fn new(limit: &Limit, now: Instant) -> Option<Algorithm> {
         match limit {
             Limit::Fixed(_) => None,
-            Limit::Gradient(c) => Some(Algorithm::Gradient(Gradient::new(c.clone(), now))),
+            Limit::Gradient(c) => {
+                Some(Algorithm::Gradient(Box::new(Gradient::new(c.clone(), now))))
+            }
             Limit::Aimd(c) => Some(Algorithm::Aimd(Aimd::new(c.clone(), now))),
         }
     }
@@ -332,12 +336,33 @@ impl Algorithm {
     }
 }
 
+/// Why a probe was started: what its measurement may do to the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    /// The first one, or one that is due (`probe_interval`, or refining a young base): it
+    /// joins the base when it agrees with it. One that disagrees is set aside; it replaces
+    /// the base only when the next due probe agrees with it (a single odd reading, or a
+    /// probe that straddled a change of the backend, does not move the base).
+    Due,
+    /// The window's latency jumped (≥ [`JUMP`] × base) or fell (≤ [`FASTER`] × base): the
+    /// window was not judged. The probe replaces the base when it disagrees (the backend
+    /// changed); when it agrees, the jump was queueing and the window's cut is made then.
+    Change,
+    /// The limit fell below [`STALE`] × its peak while it was the bottleneck: a base read
+    /// low holds the limit below the knee. Replaces the base when it disagrees.
+    Stale,
+}
+
 #[derive(Debug)]
 struct Probe {
+    kind: ProbeKind,
+    /// This probe repeats one that straddled a change of the backend.
+    retry: bool,
     started: Instant,
-    /// Latency of the window that triggered the probe (or the last window).
+    /// Latency of the window that started the probe.
     before: Option<f64>,
     sum: f64,
+    sum_sq: f64,
     count: usize,
     /// Requests admitted before this instant (and after `started`) form the probe's cohort:
     /// set once `probe_samples` of them completed.
@@ -346,11 +371,93 @@ struct Probe {
     finish_at: Option<Instant>,
 }
 
-/// How long a probe waits for its cohort's slow requests, in mean latencies. The first
-/// `probe_samples` completions are the cohort's *fastest* requests (with exponential service
-/// times their mean is ~17 % below the true mean); waiting five means for the rest leaves
-/// out under 2 % of the cohort.
-const STRAGGLER_WAIT: f64 = 5.0;
+impl Probe {
+    /// The cohort's latencies as a measurement of the base.
+    fn measured(&self) -> Base {
+        let n = self.count as f64;
+        let mean = self.sum / n;
+        let var = if self.count > 1 {
+            ((self.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        Base { mean, var, n }
+    }
+}
+
+/// The no-load latency: the probes that agreed with each other, pooled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Base {
+    /// Mean latency, seconds.
+    mean: f64,
+    /// Variance of one sample, seconds².
+    var: f64,
+    /// Samples pooled.
+    n: f64,
+}
+
+impl Base {
+    /// The standard error of `mean`, as a share of it.
+    fn relative_error(&self) -> f64 {
+        (self.var / self.n).sqrt() / self.mean
+    }
+
+    /// Whether `other` measured the same backend: the means differ by at most
+    /// [`AGREE_SIGMAS`] standard errors (plus [`AGREE_FLOOR`] of the mean, for backends
+    /// whose latency hardly varies).
+    fn agrees(&self, other: &Base) -> bool {
+        let se = (self.var / self.n + other.var / other.n).sqrt();
+        !self.changed(other.mean)
+            && (self.mean - other.mean).abs() <= AGREE_SIGMAS * se + AGREE_FLOOR * self.mean
+    }
+
+    /// The mean and variance of `latencies`.
+    fn of(latencies: impl ExactSizeIterator<Item = f64> + Clone) -> Base {
+        let n = latencies.len() as f64;
+        let mean = latencies.clone().sum::<f64>() / n;
+        let var = latencies.map(|l| (l - mean) * (l - mean)).sum::<f64>() / (n - 1.0).max(1.0);
+        Base { mean, var, n }
+    }
+
+    /// `self` and `other` as one measurement, keeping at most `max` samples' weight (older
+    /// probes fade, so the base follows a slow drift).
+    fn pool(self, other: Base, max: f64) -> Base {
+        let kept = self.n.min((max - other.n).max(0.0));
+        let n = kept + other.n;
+        let mean = (self.mean * kept + other.mean * other.n) / n;
+        let spread = |b: &Base| b.var + (b.mean - mean) * (b.mean - mean);
+        Base {
+            mean,
+            var: (kept * spread(&self) + other.n * spread(&other)) / n,
+            n,
+        }
+    }
+
+    /// Whether `latency` says the backend itself changed: a jump or a fall.
+    fn changed(&self, latency: f64) -> bool {
+        latency >= JUMP * self.mean || latency <= FASTER * self.mean
+    }
+}
+
+/// Whether the early and late halves of a probe's cohort (by admission) disagree: the
+/// backend changed while the probe ran.
+fn straddled(cohort: &mut [(Instant, f64)]) -> bool {
+    if cohort.len() < 8 {
+        return false;
+    }
+    cohort.sort_unstable_by_key(|&(admitted, _)| admitted);
+    let (early, late) = cohort.split_at(cohort.len() / 2);
+    let half = |h: &[(Instant, f64)]| Base::of(h.iter().map(|&(_, latency)| latency));
+    !half(early).agrees(&half(late))
+}
+
+/// How long a probe waits for its cohort's slow requests, in mean latencies of the first
+/// `probe_samples` completions. Those are the cohort's *fastest* requests (with exponential
+/// service times their mean is ~17 % low), and the requests still running when they are in
+/// are the cohort's longest: with five means the probes of `brownout-sim` (exponential 20 ms)
+/// missed a few of them and read 19 %–25 % low (17.8 ms on average instead of 20 ms, seed 4
+/// at 8×); with ten they read 19.5 ms. The wait costs nothing: the pin is already lifted.
+const STRAGGLER_WAIT: f64 = 10.0;
 
 /// A window whose mean latency is at least this multiple of the base re-probes the base (the
 /// backend slowed down or queues).
@@ -360,26 +467,61 @@ const JUMP: f64 = 2.0;
 /// of 32 exponential service times is below 0.6× its expectation in ~1 % of windows.
 const FASTER: f64 = 0.6;
 
-/// Share of the tolerance's excess below which the limit may grow (`sample ≤ base × (1 +
-/// (tolerance − 1) × GROW_BELOW)`).
-const GROW_BELOW: f64 = 0.4;
-
-/// Share of a window's completions that must have found the limit in full use for it to grow.
-/// (A half held the limit at the 16 workers in `brownout-sim`'s slowdown, whose load shedding
-/// keeps the admitted rate near capacity: 95-97 % efficiency in the slow phase instead of
-/// 98 % and more.)
+/// Share of a window's completions that must have found the limit in full use for it to move
+/// by the smoothed latency (it is cut on a window above `tolerance` either way).
 const BOTTLENECK: f64 = 0.25;
 
 /// A limit cut below this share of its peak since the last probe while it is the bottleneck
 /// re-probes the base.
 const STALE: f64 = 0.7;
 
+/// A probe agrees with the base when their means differ by at most this many standard errors.
+const AGREE_SIGMAS: f64 = 3.0;
+
+/// … plus this share of the base.
+const AGREE_FLOOR: f64 = 0.02;
+
+/// The base pools at most this many probes' samples (`× probe_samples`): 512 exponential
+/// samples put the mean within ±4.4 % (one standard error) instead of ±12.5 % for 64.
+const POOL_PROBES: f64 = 8.0;
+
+/// Until the base pools [`POOL_PROBES`] probes, the next probe comes this many pin
+/// durations later (at most `probe_interval`): a probe holds the limit at ¾, so refining
+/// costs at most ¼ / 25 = 1 % of the capacity, for as long as eight probes take (≈ 25 s in
+/// `brownout-sim`, whose 20 ms probes pin the limit for ≈ 0.13 s; at 60 ms ≈ 0.3 s, and the
+/// next probe comes ≈ 8 s later).
+const REFINE_SPACING: u32 = 25;
+
+/// The limit grows while the smoothed latency is under `1 + GROW_BELOW × (tolerance − 1)`
+/// times the base …
+const GROW_BELOW: f64 = 0.2;
+
+/// … and drifts down while it is over `1 + DRIFT_ABOVE × (tolerance − 1)` times the base,
+/// widened by the base's own standard error (a young base read low must not walk the limit
+/// below the knee).
+const DRIFT_ABOVE: f64 = 0.3;
+
+/// The drift down is this share of `headroom` per window (growth is a whole `headroom`): a
+/// base read low walks the limit down half as fast as one read high walks it up (capacity
+/// lost below the knee costs more than a short backend queue above it).
+const DRIFT_SHARE: f64 = 0.5;
+
+/// Weight of a window in the smoothed latency that the growth and the drift follow.
+const LATENCY_SMOOTHING: f64 = 0.2;
+
 /// Gradient limit state; latencies in seconds as `f64`.
 #[derive(Debug)]
 pub(crate) struct Gradient {
     config: GradientConfig,
     limit: f64,
-    base: Option<f64>,
+    base: Option<Base>,
+    /// A due probe that disagreed with the base, set aside (see [`ProbeKind::Due`]).
+    set_aside: Option<Base>,
+    /// Windows' mean latencies, smoothed ([`LATENCY_SMOOTHING`]).
+    latency: Option<f64>,
+    /// The running probe's cohort: (admitted, latency in seconds). Kept between probes, so
+    /// it allocates only until it has grown to a cohort's size.
+    cohort: Vec<(Instant, f64)>,
     window_start: Instant,
     sum: f64,
     count: usize,
@@ -388,7 +530,6 @@ pub(crate) struct Gradient {
     at_limit: usize,
     /// Highest limit since the last probe.
     peak: f64,
-    last_sample: Option<f64>,
     probe: Option<Probe>,
     next_probe: Option<Instant>,
     /// One request in `every` is timed (a power of two, at most [`MAX_SAMPLE_EVERY`]).
@@ -405,12 +546,14 @@ impl Gradient {
             peak: config.initial_limit as f64,
             config,
             base: None,
+            set_aside: None,
+            latency: None,
+            cohort: Vec::new(),
             window_start: now,
             sum: 0.0,
             count: 0,
             max_in_flight: 0,
             at_limit: 0,
-            last_sample: None,
             probe: None,
             next_probe: None,
             every: 1,
@@ -445,16 +588,84 @@ impl Gradient {
         }
     }
 
-    fn start_probe(&mut self, now: Instant, before: Option<f64>) {
-        tracing::debug!(limit = self.limit, "admission: probing the no-load latency");
+    fn start_probe(&mut self, kind: ProbeKind, now: Instant, before: Option<f64>) {
+        tracing::debug!(
+            limit = self.limit,
+            ?kind,
+            "admission: probing the no-load latency"
+        );
+        self.cohort.clear();
         self.probe = Some(Probe {
+            kind,
+            retry: false,
             started: now,
             before,
             sum: 0.0,
+            sum_sq: 0.0,
             count: 0,
             cohort_end: None,
             finish_at: None,
         });
+    }
+
+    /// The limit after a window of mean latency `sample` above `tolerance × base`: the
+    /// gradient `tolerance × base / sample` (at most halving) plus `headroom`, smoothed.
+    fn cut(&self, sample: f64, base: f64) -> f64 {
+        let c = &self.config;
+        let gradient = (c.tolerance * base / sample).clamp(0.5, 1.0);
+        self.limit * (1.0 - c.smoothing) + (self.limit * gradient + c.headroom) * c.smoothing
+    }
+
+    /// Ends the probe: its cohort's mean joins the base, replaces it, or is set aside.
+    fn settle(&mut self, probe: &Probe, now: Instant) {
+        let measured = probe.measured();
+        let max = POOL_PROBES * self.config.probe_samples as f64;
+        let old = self.base;
+        let agrees = old.is_some_and(|o| o.agrees(&measured));
+        let mut base = match old {
+            Some(o) if agrees => o.pool(measured, max),
+            _ => measured,
+        };
+        let set_aside = self.set_aside.take();
+        if let (ProbeKind::Due, false, Some(o)) = (probe.kind, agrees, old)
+            && !o.changed(measured.mean)
+        {
+            match set_aside {
+                // Two due probes in a row agree with each other, not with the base.
+                Some(aside) if aside.agrees(&measured) => base = aside.pool(measured, max),
+                _ => {
+                    self.set_aside = Some(measured);
+                    base = o;
+                }
+            }
+        }
+        if !agrees && Some(base) != old {
+            // A new base: the smoothed latency was judged against the old one.
+            self.latency = None;
+        }
+        tracing::debug!(
+            base_s = base.mean,
+            measured_s = measured.mean,
+            pooled = base.n,
+            "admission: no-load latency measured"
+        );
+        self.base = Some(base);
+        if let (ProbeKind::Change, true, Some(before)) = (probe.kind, agrees, probe.before) {
+            // The backend measures as it did: the window's jump was queueing. Make the cut
+            // it was spared.
+            self.limit = self.clamp(self.cut(before, base.mean));
+        }
+        self.peak = self.limit;
+        let pinned = probe
+            .cohort_end
+            .map_or(self.config.probe_interval, |end| end - probe.started);
+        let next = if base.n < max {
+            (pinned * REFINE_SPACING).clamp(self.config.window, self.config.probe_interval)
+        } else {
+            self.config.probe_interval
+        };
+        self.next_probe = Some(now + next);
+        self.reset_window(now);
     }
 
     fn on_sample(&mut self, s: Sample) -> usize {
@@ -468,7 +679,9 @@ impl Gradient {
                 s.started >= probe.started && probe.cohort_end.is_none_or(|end| s.started < end);
             if in_cohort {
                 probe.sum += rtt;
+                probe.sum_sq += rtt * rtt;
                 probe.count += 1;
+                self.cohort.push((s.started, rtt));
             }
             if probe.cohort_end.is_none() && probe.count >= self.config.probe_samples {
                 let mean = probe.sum / probe.count as f64;
@@ -479,24 +692,19 @@ impl Gradient {
                 >= self.config.probe_interval.min(Duration::from_secs(2));
             let complete = probe.finish_at.is_some_and(|t| s.now >= t);
             if complete || (timed_out && probe.count > 0) {
-                let measured = probe.sum / probe.count as f64;
-                let fell = probe.before.is_some_and(|b| measured < b * 0.7);
-                self.base = Some(match self.base {
-                    // A probe that reads twice the old base or more would itself start a
-                    // probe against it: whatever queueing the fall removed, the old base no
-                    // longer explains the backend.
-                    Some(old) if fell && measured < JUMP * old => old.min(measured),
-                    _ => measured,
-                });
-                tracing::debug!(
-                    base_s = measured,
-                    fell,
-                    "admission: no-load latency measured"
-                );
-                self.probe = None;
-                self.peak = self.limit;
-                self.next_probe = Some(s.now + self.config.probe_interval);
-                self.reset_window(s.now);
+                if let Some(probe) = self.probe.take() {
+                    if !probe.retry && straddled(&mut self.cohort) {
+                        // The backend changed while the probe ran: its mean is neither the
+                        // old base nor the new one. Probe again.
+                        tracing::debug!("admission: the probe straddled a change, again");
+                        self.start_probe(probe.kind, s.now, probe.before);
+                        if let Some(again) = &mut self.probe {
+                            again.retry = true;
+                        }
+                    } else {
+                        self.settle(&probe, s.now);
+                    }
+                }
             } else if timed_out {
                 // Nothing completed at the pinned limit: give up, keep the old base.
                 self.probe = None;
@@ -522,46 +730,65 @@ impl Gradient {
         }
         self.resample(self.count, elapsed);
         let sample = self.sum / self.count as f64;
-        // Grow only when the limit was reached in the window: a limit nobody uses says
-        // nothing about the backend and would creep upwards for ever.
         let limit_unused = (self.max_in_flight as f64) + 1.0 < self.limit.round();
         let bottleneck = self.at_limit as f64 >= BOTTLENECK * self.count as f64;
         self.reset_window(s.now);
-        self.last_sample = Some(sample);
 
         let Some(base) = self.base else {
-            self.base = Some(sample);
-            self.start_probe(s.now, Some(sample));
+            self.start_probe(ProbeKind::Due, s.now, Some(sample));
             return self.effective();
         };
-        let c = &self.config;
-        let gradient = (c.tolerance * base / sample).clamp(0.5, 1.0);
-        let mut new = self.limit * gradient + c.headroom;
-        // Between 40 % of the tolerance's excess and the tolerance the limit holds: the
-        // latency already shows backend queueing, just not enough to shrink. (A third missed
-        // brownout-sim's slowdown targets, tolerance 1.6: slow-phase efficiency 97.4 %.)
-        let queueing = sample > base * (1.0 + (c.tolerance - 1.0) * GROW_BELOW);
-        if (limit_unused || !bottleneck || queueing) && new > self.limit {
-            new = self.limit;
+        if base.changed(sample) {
+            // Twice the base: the backend slowed down or queues. Well under it: the base is
+            // stale (the backend got faster, e.g. after a slowdown ended). Either way,
+            // measure it again before judging the window.
+            self.start_probe(ProbeKind::Change, s.now, Some(sample));
+            return self.effective();
         }
+        let c = &self.config;
+        // The limit moves by the smoothed latency only when it was the bottleneck in the
+        // window: a limit nobody uses says nothing about the backend.
+        let moves = bottleneck && !limit_unused;
+        let latency = match self.latency {
+            Some(l) if moves => l + LATENCY_SMOOTHING * (sample - l),
+            Some(l) => l,
+            None => sample,
+        };
+        if moves {
+            self.latency = Some(latency);
+        }
+        let excess = c.tolerance - 1.0;
+        let grow_below = base.mean * (1.0 + GROW_BELOW * excess);
+        let drift_above = base.mean * (1.0 + DRIFT_ABOVE * excess) * (1.0 + base.relative_error());
+        let new = if sample > c.tolerance * base.mean {
+            self.cut(sample, base.mean)
+        } else if !moves {
+            self.limit
+        } else if latency < grow_below {
+            self.limit + c.headroom * c.smoothing
+        } else if latency > drift_above {
+            self.limit - DRIFT_SHARE * c.headroom * c.smoothing
+        } else {
+            self.limit
+        };
         let old = self.limit;
-        self.limit = self.clamp(self.limit * (1.0 - c.smoothing) + new * c.smoothing);
+        self.limit = self.clamp(new);
         if (self.limit.round() - old.round()).abs() >= 1.0 {
             tracing::trace!(
                 limit = self.limit,
                 sample_s = sample,
-                base_s = base,
+                latency_s = latency,
+                base_s = base.mean,
                 "admission: gradient limit"
             );
         }
         let due = self.next_probe.is_some_and(|t| s.now >= t);
-        // Twice the base: the backend slowed down or queues. Well under it: the base is stale
-        // (the backend got faster, e.g. after a slowdown ended) and would let the limit grow
-        // unchecked. Either way, measure it again.
         self.peak = self.peak.max(self.limit);
         let stale = bottleneck && self.limit < STALE * self.peak;
-        if sample >= JUMP * base || sample <= FASTER * base || due || stale {
-            self.start_probe(s.now, Some(sample));
+        if stale {
+            self.start_probe(ProbeKind::Stale, s.now, Some(sample));
+        } else if due {
+            self.start_probe(ProbeKind::Due, s.now, Some(sample));
         }
         self.effective()
     }
@@ -637,55 +864,235 @@ mod tests {
                 started: *t - Duration::from_millis(rtt_ms),
                 now: *t,
                 outcome: Outcome::Success,
-                in_flight: 16,
+                // Every completion finds the limit in use.
+                in_flight: usize::MAX,
             });
         }
     }
 
-    /// A gradient (limit 16, tolerance 1.4) whose start-up probe measured a 20 ms base;
-    /// then the backend slows down and queues: a 75 ms window starts a probe, which reads
-    /// `probe_ms`. Returns the gradient and the time of its last sample.
-    fn slowed_down_then_probed(probe_ms: u64) -> (Gradient, Instant) {
+    /// A gradient (limit 16, defaults otherwise) whose start-up probe measured a 20 ms base.
+    fn with_20_ms_base() -> (Gradient, Instant) {
         let config = GradientConfig {
             initial_limit: 16,
-            tolerance: 1.4,
             ..GradientConfig::default()
         };
-        let mut g = Gradient::new(config, Instant::now());
         let mut t = Instant::now();
+        let mut g = Gradient::new(config, t);
         feed(&mut g, &mut t, 20, 400);
         assert!(g.probe.is_none());
-        assert!((g.base.unwrap() - 0.020).abs() < 1e-9);
-        while g.probe.is_none() {
-            feed(&mut g, &mut t, 75, 1);
-        }
-        while g.probe.is_some() {
-            feed(&mut g, &mut t, probe_ms, 1);
-        }
+        assert!((g.base.unwrap().mean - 0.020).abs() < 1e-9);
         (g, t)
     }
 
-    #[test]
-    fn probe_reading_twice_the_base_replaces_it_even_when_latency_fell() {
-        // The probe reads 45 ms, 40 % lower than the window (the queueing it removed) but
-        // still over twice the old base.
-        let (mut g, mut t) = slowed_down_then_probed(45);
-        assert!((g.base.unwrap() - 0.045).abs() < 1e-9, "{:?}", g.base);
+    /// [`with_20_ms_base`], then a 75 ms window starts a probe, which reads `probe_ms`.
+    /// Returns the gradient, the time of its last sample and the limit before the jump.
+    fn jumped_then_probed(probe_ms: u64) -> (Gradient, Instant, f64) {
+        let (mut g, mut t) = with_20_ms_base();
         let limit = g.limit;
-        // At 60 ms (1.33x the new base: hold) the limit is neither cut nor pinned by a
-        // second probe; against the old 20 ms base it would be both.
+        while g.probe.is_none() {
+            feed(&mut g, &mut t, 75, 1);
+        }
+        assert_eq!(g.probe.as_ref().unwrap().kind, ProbeKind::Change);
+        // The window that jumped is not judged before the probe has measured the base.
+        assert_eq!(g.limit, limit);
+        assert_eq!(
+            g.effective(),
+            (limit.round() as usize) * 3 / 4,
+            "pinned at 3/4"
+        );
+        while g.probe.is_some() {
+            feed(&mut g, &mut t, probe_ms, 1);
+        }
+        (g, t, limit)
+    }
+
+    #[test]
+    fn probe_after_a_jump_that_reads_a_slower_backend_replaces_the_base_without_a_cut() {
+        // The backend got three times slower: the window's jump was not queueing.
+        let (mut g, mut t, limit) = jumped_then_probed(60);
+        assert!((g.base.unwrap().mean - 0.060).abs() < 1e-9, "{:?}", g.base);
+        assert_eq!(g.limit, limit);
+        // At 60 ms the limit is neither cut nor probed again (it grows: no queueing shows);
+        // against the old 20 ms base it would be both.
         for _ in 0..200 {
             feed(&mut g, &mut t, 60, 1);
             assert!(g.probe.is_none());
-            assert_eq!(g.effective(), limit.round() as usize);
+            assert!(g.limit >= limit);
         }
     }
 
     #[test]
-    fn probe_after_queueing_keeps_the_base() {
-        // A 75 ms window whose probe reads 30 ms: the excess was queueing, the base stays.
-        let (g, _) = slowed_down_then_probed(30);
-        assert!((g.base.unwrap() - 0.020).abs() < 1e-9, "{:?}", g.base);
+    fn probe_after_a_jump_that_reads_the_old_base_keeps_it_and_cuts() {
+        // The probe reads 20 ms at 3/4 of the limit: the 75 ms were queueing.
+        let (g, _, limit) = jumped_then_probed(20);
+        assert!((g.base.unwrap().mean - 0.020).abs() < 1e-9, "{:?}", g.base);
+        assert!(g.base.unwrap().n > 128.0, "pooled with the start-up probe");
+        assert!(g.limit < limit - 0.5, "the spared cut is made: {}", g.limit);
+    }
+
+    #[test]
+    fn a_due_probe_that_disagrees_is_set_aside_until_the_next_agrees_with_it() {
+        let (mut g, mut t) = with_20_ms_base();
+        // The backend is 30 % slower: no jump, and no window outside the tolerance.
+        let mut probes = 0;
+        let mut bases = Vec::new();
+        while probes < 2 {
+            feed(&mut g, &mut t, 26, 1);
+            if g.probe.as_ref().is_some_and(|p| p.count == 0) {
+                assert_eq!(g.probe.as_ref().unwrap().kind, ProbeKind::Due);
+                while g.probe.is_some() {
+                    feed(&mut g, &mut t, 26, 1);
+                }
+                probes += 1;
+                bases.push(g.base.unwrap().mean);
+            }
+        }
+        assert!((bases[0] - 0.020).abs() < 1e-9, "set aside: {bases:?}");
+        assert!((bases[1] - 0.026).abs() < 1e-9, "replaced: {bases:?}");
+    }
+
+    #[test]
+    fn a_probe_that_straddles_a_change_of_the_backend_is_repeated() {
+        let (mut g, mut t) = with_20_ms_base();
+        g.next_probe = Some(t);
+        while g.probe.is_none() {
+            feed(&mut g, &mut t, 20, 1);
+        }
+        // Half the cohort at 20 ms, then the backend is three times slower.
+        feed(&mut g, &mut t, 20, 36);
+        while g.probe.as_ref().is_some_and(|p| !p.retry) {
+            feed(&mut g, &mut t, 60, 1);
+        }
+        assert!(g.probe.is_some(), "repeated, not settled");
+        assert!((g.base.unwrap().mean - 0.020).abs() < 1e-9, "{:?}", g.base);
+        while g.probe.is_some() {
+            feed(&mut g, &mut t, 60, 1);
+        }
+        assert!((g.base.unwrap().mean - 0.060).abs() < 1e-9, "{:?}", g.base);
+    }
+
+    /// A backend of `workers` FIFO workers with exponential service times (mean
+    /// `service_ms`, drawn from `seed`) behind the gradient's limit, at full load: whenever a
+    /// request completes, new ones are admitted up to the limit.
+    struct Saturated {
+        workers: usize,
+        service_ms: f64,
+        rng: u64,
+        /// Admitted, waiting for a worker: admission times.
+        queue: std::collections::VecDeque<Instant>,
+        /// Running: (completion, admission).
+        running: Vec<(Instant, Instant)>,
+    }
+
+    impl Saturated {
+        fn new(workers: usize, service_ms: f64, seed: u64) -> Saturated {
+            Saturated {
+                workers,
+                service_ms,
+                rng: seed,
+                queue: Default::default(),
+                running: Vec::new(),
+            }
+        }
+
+        /// An exponential service time (splitmix64 draws, no dependency).
+        fn service(&mut self) -> Duration {
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let uniform = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            Duration::from_secs_f64(-self.service_ms / 1000.0 * (1.0 - uniform).ln())
+        }
+
+        /// Runs until `until`, feeding every completion to `g`.
+        fn run(&mut self, g: &mut Gradient, now: &mut Instant, until: Instant) {
+            while *now < until {
+                let in_flight = self.queue.len() + self.running.len();
+                for _ in in_flight..g.effective() {
+                    self.queue.push_back(*now);
+                }
+                while self.running.len() < self.workers {
+                    let Some(admitted) = self.queue.pop_front() else {
+                        break;
+                    };
+                    let done = *now + self.service();
+                    self.running.push((done, admitted));
+                }
+                let next = (0..self.running.len())
+                    .min_by_key(|&i| self.running[i].0)
+                    .expect("the limit is at least 1");
+                let (done, admitted) = self.running.swap_remove(next);
+                *now = done;
+                g.on_sample(Sample {
+                    started: admitted,
+                    now: done,
+                    outcome: Outcome::Success,
+                    in_flight: self.queue.len() + self.running.len() + 1,
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn rel_23_limit_settles_near_the_knee_under_sustained_overload() {
+        // 16 workers, 20 ms, exponential: after 10 s the limit stays within 0.7-1.3x the
+        // workers for the next 30 s (it used to creep up to 21-23), and the probes have
+        // pooled into a base within 10 % of the service time.
+        for seed in 1..=5 {
+            let mut now = Instant::now();
+            let mut g = Gradient::new(
+                GradientConfig {
+                    initial_limit: 16,
+                    ..GradientConfig::default()
+                },
+                now,
+            );
+            let mut backend = Saturated::new(16, 20.0, seed);
+            let until = now + Duration::from_secs(10);
+            backend.run(&mut g, &mut now, until);
+            let mut limits = Vec::new();
+            for _ in 0..30 {
+                let until = now + Duration::from_secs(1);
+                backend.run(&mut g, &mut now, until);
+                limits.push(g.limit);
+            }
+            let (lo, hi) = limits
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+            let base = g.base.unwrap();
+            assert!(
+                lo >= 11.2 && hi <= 20.8,
+                "seed {seed}: {limits:?}, base {base:?}"
+            );
+            assert!(base.n > 256.0, "seed {seed}: the probes pooled: {base:?}");
+            assert!((base.mean - 0.020).abs() < 0.002, "seed {seed}: {base:?}");
+        }
+    }
+
+    #[test]
+    fn drift_down_waits_for_a_young_base_to_be_confirmed() {
+        // 1.3x the base at the limit: over the drift threshold (1.2x) for a base of 512
+        // pooled samples, not for one of 64 exponential samples (±12.5 %: 1.35x).
+        for (n, drifts) in [(64.0, false), (512.0, true)] {
+            let (mut g, mut t) = with_20_ms_base();
+            g.base = Some(Base {
+                mean: 0.020,
+                var: 0.020 * 0.020,
+                n,
+            });
+            g.next_probe = None;
+            let before = g.limit;
+            // 40 windows of 200 ms.
+            feed(&mut g, &mut t, 26, 1600);
+            assert_eq!(g.limit < before, drifts, "base of {n} samples: {}", g.limit);
+            // Half the headroom, smoothed, per window at most.
+            assert!(
+                g.limit >= before - 40.0 * 0.5 * 0.5 * 0.2 - 1e-9,
+                "{}",
+                g.limit
+            );
+        }
     }
 
     #[test]
