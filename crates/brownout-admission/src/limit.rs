@@ -94,8 +94,9 @@ fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigErro
 /// Settings of the gradient limit (Netflix Gradient2 / Envoy adaptive concurrency style).
 ///
 /// Every `window` (and at least `min_samples` completions) the mean latency of the
-/// completed requests (`sample`) is compared with the no-load latency (`base`), and a
-/// smoothed latency (`latency`, each window weighing 0.2) with it too:
+/// completed requests (`sample`) is compared with the no-load latency (`base`), and so is a
+/// smoothed latency (`latency`: the windows in which the limit was the bottleneck, each
+/// weighing 0.2):
 ///
 /// ```text
 /// sample > tolerance × base                 cut: limit × clamp(tolerance × base / sample, 0.5, 1)
@@ -340,9 +341,10 @@ impl Algorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProbeKind {
     /// The first one, or one that is due (`probe_interval`, or refining a young base): it
-    /// joins the base when it agrees with it. One that disagrees is set aside; it replaces
-    /// the base only when the next due probe agrees with it (a single odd reading, or a
-    /// probe that straddled a change of the backend, does not move the base).
+    /// joins the base when it agrees with it. One that disagrees by less than a jump or a
+    /// fall is set aside; it replaces the base only when the next due probe agrees with it
+    /// (a single odd reading does not move the base). One that reads a jump or a fall
+    /// replaces the base at once.
     Due,
     /// The window's latency jumped (≥ [`JUMP`] × base) or fell (≤ [`FASTER`] × base): the
     /// window was not judged. The probe replaces the base when it disagrees (the backend

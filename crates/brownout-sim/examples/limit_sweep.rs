@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use brownout_core::Priority;
-use brownout_sim::{Report, Scenario, Stack, run};
+use brownout_sim::{Scenario, Stack, run};
 
 struct Options {
     seeds: RangeInclusive<u64>,
@@ -89,17 +89,6 @@ fn run_all<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send>>, threads: usize) ->
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-fn median_limit(r: &Report) -> f64 {
-    let mut limits: Vec<usize> = r
-        .limits
-        .iter()
-        .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
-        .map(|s| s.limit)
-        .collect();
-    limits.sort_unstable();
-    limits.get(limits.len() / 2).map_or(0.0, |&l| l as f64)
-}
-
 fn main() {
     let o = match parse() {
         Ok(o) => o,
@@ -135,7 +124,12 @@ fn main() {
                         } else {
                             r.goodput()
                         };
-                        (seed, median_limit(&r), efficiency)
+                        (
+                            seed,
+                            r.limit_median(Duration::from_secs(1), r.duration)
+                                .unwrap_or(0.0),
+                            efficiency,
+                        )
                     }) as Box<dyn FnOnce() -> (u64, f64, f64) + Send>
                 })
                 .collect();

@@ -272,6 +272,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// The median of the concurrency limit's samples (one every 100 ms) in `[from, to)`;
+    /// `None` for a stack without a limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brownout_sim::{Scenario, Stack, run};
+    ///
+    /// let r = run(&Scenario::load(2.0).with_duration(Duration::from_secs(3)), Stack::BrownoutFixed);
+    /// assert_eq!(r.limit_median(Duration::from_secs(1), r.duration), Some(16.0));
+    /// ```
+    pub fn limit_median(&self, from: Duration, to: Duration) -> Option<f64> {
+        median_limit(&self.limits, from, to)
+    }
+
     /// Requests that arrived.
     pub fn offered(&self) -> u64 {
         self.classes.iter().map(|c| c.offered).sum()
@@ -515,6 +529,17 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
+/// The median of the limit samples taken in `[from, to)`.
+fn median_limit(limits: &[LimitSample], from: Duration, to: Duration) -> Option<f64> {
+    let mut limits: Vec<usize> = limits
+        .iter()
+        .filter(|l| l.at >= from && l.at < to)
+        .map(|l| l.limit)
+        .collect();
+    limits.sort_unstable();
+    (!limits.is_empty()).then(|| limits[limits.len() / 2] as f64)
+}
+
 /// Turns the raw outcomes of a run into a [`Report`].
 pub(crate) struct Builder<'a> {
     pub(crate) scenario: &'a Scenario,
@@ -689,14 +714,7 @@ impl Builder<'_> {
         }
         let worker_time = (to - from) * self.scenario.workers.max(1) as u32;
         let capacity = self.scenario.capacity_between(from, to);
-        let mut limits: Vec<usize> = self
-            .limits
-            .iter()
-            .filter(|l| l.at >= from && l.at < to)
-            .map(|l| l.limit)
-            .collect();
-        limits.sort_unstable();
-        let limit_median = (!limits.is_empty()).then(|| limits[limits.len() / 2] as f64);
+        let limit_median = median_limit(&self.limits, from, to);
         Window {
             label,
             from,

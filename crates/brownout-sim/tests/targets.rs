@@ -48,21 +48,11 @@ fn window(w: &Window) -> String {
     )
 }
 
-/// The concurrency limit's samples after the first second (the start-up probe), sorted.
-fn limits_after_warm_up(r: &Report) -> Vec<usize> {
-    let mut limits: Vec<usize> = r
-        .limits
-        .iter()
-        .filter(|s| s.at >= Duration::from_secs(1) && s.at < r.duration)
-        .map(|s| s.limit)
-        .collect();
-    limits.sort_unstable();
-    limits
-}
-
-/// The median of [`limits_after_warm_up`].
-fn median_limit(limits: &[usize]) -> f64 {
-    limits[limits.len() / 2] as f64
+/// The median of the concurrency limit's samples after the first second (the start-up
+/// probe).
+fn median_limit(r: &Report) -> f64 {
+    r.limit_median(Duration::from_secs(1), r.duration)
+        .expect("the brownout stacks report their limit")
 }
 
 #[test]
@@ -234,13 +224,15 @@ fn rel_23_adaptive_limit_settles_near_the_backend_knee() {
     // limit's median stays within 0.7-1.3x of it.
     for l in [1.0, 2.0, 4.0, 8.0] {
         let r = run(&load(l), Stack::Brownout);
-        let limits = limits_after_warm_up(&r);
-        let median = median_limit(&limits);
+        let median = median_limit(&r);
         assert!(
             (11.2..=20.8).contains(&median),
-            "{l}x: median limit {median}, {limits:?}"
+            "{l}x: median limit {median}"
         );
-        assert!(limits[0] >= 1, "never below its minimum");
+        assert!(
+            r.limits.iter().all(|s| s.limit >= 1),
+            "never below its minimum"
+        );
     }
 }
 
@@ -333,7 +325,7 @@ fn rel_23_adaptive_limit_settles_near_the_backend_knee_for_seeds_1_to_10() {
                     .with_duration(Duration::from_secs(secs)),
                 Stack::Brownout,
             );
-            let median = median_limit(&limits_after_warm_up(&r));
+            let median = median_limit(&r);
             assert!(
                 (11.2..=20.8).contains(&median),
                 "seed {seed} {l}x: median limit {median}"
@@ -352,7 +344,7 @@ fn rel_23_adaptive_limit_stays_near_the_knee_over_30_s() {
             .with_seed(2)
             .with_duration(Duration::from_secs(30));
         let r = run(&s, Stack::Brownout);
-        let median = median_limit(&limits_after_warm_up(&r));
+        let median = median_limit(&r);
         assert!(
             (11.2..=20.8).contains(&median),
             "{l}x: median limit {median}"
@@ -375,7 +367,7 @@ fn adaptive_limit_stays_near_the_knee_over_30_s_for_seeds_1_to_20() {
                 .with_seed(seed)
                 .with_duration(Duration::from_secs(30));
             let r = run(&s, Stack::Brownout);
-            let median = median_limit(&limits_after_warm_up(&r));
+            let median = median_limit(&r);
             assert!(
                 (11.2..=21.0).contains(&median),
                 "seed {seed} {l}x: median limit {median}"
