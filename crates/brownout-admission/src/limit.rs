@@ -401,7 +401,12 @@ struct Base {
 impl Base {
     /// The standard error of `mean`, as a share of it.
     fn relative_error(&self) -> f64 {
-        (self.var / self.n).sqrt() / self.mean
+        if self.mean > 0.0 {
+            (self.var / self.n).sqrt() / self.mean
+        } else {
+            // A backend that answers at once (a mock under paused time): nothing to widen.
+            0.0
+        }
     }
 
     /// Whether `other` measured the same backend: the means differ by at most
@@ -1095,6 +1100,20 @@ mod tests {
                 g.limit
             );
         }
+    }
+
+    #[test]
+    fn a_backend_that_answers_at_once_keeps_a_finite_limit() {
+        // Mocks under paused time answer in zero time: the base is 0 and every ratio against
+        // it degenerate. The limit stays a number within its bounds.
+        let mut t = Instant::now();
+        let mut g = Gradient::new(GradientConfig::default(), t);
+        for _ in 0..5_000 {
+            feed(&mut g, &mut t, 0, 1);
+            assert!(g.limit.is_finite());
+            assert!((1..=1000).contains(&g.effective()));
+        }
+        assert_eq!(g.base.map(|b| b.relative_error()), Some(0.0));
     }
 
     #[test]
