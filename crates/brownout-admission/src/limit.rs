@@ -362,29 +362,12 @@ struct Probe {
     retry: bool,
     started: Instant,
     /// Latency of the window that started the probe.
-    before: Option<f64>,
-    sum: f64,
-    sum_sq: f64,
-    count: usize,
+    before: f64,
     /// Requests admitted before this instant (and after `started`) form the probe's cohort:
     /// set once `probe_samples` of them completed.
     cohort_end: Option<Instant>,
     /// When the cohort's stragglers have had time to complete.
     finish_at: Option<Instant>,
-}
-
-impl Probe {
-    /// The cohort's latencies as a measurement of the base.
-    fn measured(&self) -> Base {
-        let n = self.count as f64;
-        let mean = self.sum / n;
-        let var = if self.count > 1 {
-            ((self.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0)
-        } else {
-            0.0
-        };
-        Base { mean, var, n }
-    }
 }
 
 /// The no-load latency: the probes that agreed with each other, pooled.
@@ -526,8 +509,8 @@ pub(crate) struct Gradient {
     set_aside: Option<Base>,
     /// Windows' mean latencies, smoothed ([`LATENCY_SMOOTHING`]).
     latency: Option<f64>,
-    /// The running probe's cohort: (admitted, latency in seconds). Kept between probes, so
-    /// it allocates only until it has grown to a cohort's size.
+    /// The running probe's cohort, what it measures: (admitted, latency in seconds). Kept
+    /// between probes, so it allocates only until it has grown to a cohort's size.
     cohort: Vec<(Instant, f64)>,
     window_start: Instant,
     sum: f64,
@@ -595,7 +578,7 @@ impl Gradient {
         }
     }
 
-    fn start_probe(&mut self, kind: ProbeKind, now: Instant, before: Option<f64>) {
+    fn start_probe(&mut self, kind: ProbeKind, now: Instant, before: f64) {
         tracing::debug!(
             limit = self.limit,
             ?kind,
@@ -607,9 +590,6 @@ impl Gradient {
             retry: false,
             started: now,
             before,
-            sum: 0.0,
-            sum_sq: 0.0,
-            count: 0,
             cohort_end: None,
             finish_at: None,
         });
@@ -625,7 +605,7 @@ impl Gradient {
 
     /// Ends the probe: its cohort's mean joins the base, replaces it, or is set aside.
     fn settle(&mut self, probe: &Probe, now: Instant) {
-        let measured = probe.measured();
+        let measured = Base::of(self.cohort.iter().map(|&(_, latency)| latency));
         let max = POOL_PROBES * self.config.probe_samples as f64;
         let old = self.base;
         let agrees = old.is_some_and(|o| o.agrees(&measured));
@@ -657,10 +637,10 @@ impl Gradient {
             "admission: no-load latency measured"
         );
         self.base = Some(base);
-        if let (ProbeKind::Change, true, Some(before)) = (probe.kind, agrees, probe.before) {
+        if probe.kind == ProbeKind::Change && agrees {
             // The backend measures as it did: the window's jump was queueing. Make the cut
             // it was spared.
-            self.limit = self.clamp(self.cut(before, base.mean));
+            self.limit = self.clamp(self.cut(probe.before, base.mean));
         }
         self.peak = self.limit;
         let pinned = probe
@@ -685,20 +665,18 @@ impl Gradient {
             let in_cohort =
                 s.started >= probe.started && probe.cohort_end.is_none_or(|end| s.started < end);
             if in_cohort {
-                probe.sum += rtt;
-                probe.sum_sq += rtt * rtt;
-                probe.count += 1;
                 self.cohort.push((s.started, rtt));
             }
-            if probe.cohort_end.is_none() && probe.count >= self.config.probe_samples {
-                let mean = probe.sum / probe.count as f64;
+            if probe.cohort_end.is_none() && self.cohort.len() >= self.config.probe_samples {
+                let mean = self.cohort.iter().map(|&(_, latency)| latency).sum::<f64>()
+                    / self.cohort.len() as f64;
                 probe.cohort_end = Some(s.now);
                 probe.finish_at = Some(s.now + Duration::from_secs_f64(mean * STRAGGLER_WAIT));
             }
             let timed_out = s.now.saturating_duration_since(probe.started)
                 >= self.config.probe_interval.min(Duration::from_secs(2));
             let complete = probe.finish_at.is_some_and(|t| s.now >= t);
-            if complete || (timed_out && probe.count > 0) {
+            if complete || (timed_out && !self.cohort.is_empty()) {
                 if let Some(probe) = self.probe.take() {
                     if !probe.retry && straddled(&mut self.cohort) {
                         // The backend changed while the probe ran: its mean is neither the
@@ -742,14 +720,14 @@ impl Gradient {
         self.reset_window(s.now);
 
         let Some(base) = self.base else {
-            self.start_probe(ProbeKind::Due, s.now, Some(sample));
+            self.start_probe(ProbeKind::Due, s.now, sample);
             return self.effective();
         };
         if base.changed(sample) {
             // Twice the base: the backend slowed down or queues. Well under it: the base is
             // stale (the backend got faster, e.g. after a slowdown ended). Either way,
             // measure it again before judging the window.
-            self.start_probe(ProbeKind::Change, s.now, Some(sample));
+            self.start_probe(ProbeKind::Change, s.now, sample);
             return self.effective();
         }
         let c = &self.config;
@@ -793,9 +771,9 @@ impl Gradient {
         self.peak = self.peak.max(self.limit);
         let stale = bottleneck && self.limit < STALE * self.peak;
         if stale {
-            self.start_probe(ProbeKind::Stale, s.now, Some(sample));
+            self.start_probe(ProbeKind::Stale, s.now, sample);
         } else if due {
-            self.start_probe(ProbeKind::Due, s.now, Some(sample));
+            self.start_probe(ProbeKind::Due, s.now, sample);
         }
         self.effective()
     }
@@ -945,7 +923,7 @@ mod tests {
         let mut bases = Vec::new();
         while probes < 2 {
             feed(&mut g, &mut t, 26, 1);
-            if g.probe.as_ref().is_some_and(|p| p.count == 0) {
+            if g.probe.is_some() && g.cohort.is_empty() {
                 assert_eq!(g.probe.as_ref().unwrap().kind, ProbeKind::Due);
                 while g.probe.is_some() {
                     feed(&mut g, &mut t, 26, 1);
